@@ -1,0 +1,110 @@
+"""File layout of the pipeline and small I/O helpers.
+
+Every output is written to a temporary file in the same folder and then renamed, so a crash never
+leaves a half-written file where a later stage (or a resumed run) would read it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PREPARED = Path("data/prepared")
+ORACLE = Path("data/oracle")
+PSEUDO = Path("data/pseudo")
+MODELS = Path("models")
+EVAL = Path("eval")
+REPORTS = Path("reports")
+VOID = 255  # canonical void id in prepared labels, whatever the source data set uses
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and the rule it breaks."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
+    buf = io.StringIO()
+    fieldnames = fieldnames or (list(rows[0]) if rows else [])
+    writer = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_torch(path: Path, obj) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 array (H, W, 3)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot be read as an image ({exc})") from None
+
+
+def read_label(path: Path) -> np.ndarray:
+    """Single-channel class-id map as uint8 (H, W); RGB colour masks and 16-bit maps are refused."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            arr = np.asarray(im)
+    except (OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot be read as a label image ({exc})") from None
+    if arr.ndim != 2:
+        raise DataError(f"{path}: label maps must be single-channel class ids, got {mode} "
+                        f"with {arr.shape[2]} channels (an RGB colour mask? convert colours to ids first)")
+    if mode == "1":  # a 1-bit mask: ids 0/1
+        arr = arr.astype(np.uint8)
+    # a palette ("P") PNG stores the class id as the palette index, which is what we read
+    if arr.dtype != np.uint8:
+        raise DataError(f"{path}: label maps must be 8-bit class ids (uint8), got {arr.dtype} ({mode})")
+    return arr

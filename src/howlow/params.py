@@ -1,0 +1,190 @@
+"""The one params schema: params.yaml grouped per stage, validated once, with clear errors.
+
+Every stage entry point takes a `Params` object; the CLI and the Prefect flow build it with
+`load_params(path, overrides)`, where overrides are `key.sub=value` strings (values parsed as YAML).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ParamsError(ValueError):
+    """Invalid params file or override; the message names the file, the key and the rule."""
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticParams(_Group):
+    n_train: int = Field(16, ge=1)
+    n_val: int = Field(8, ge=1)
+    height: int = Field(120, ge=32)
+    width: int = Field(160, ge=32)
+
+
+class DataParams(_Group):
+    # "synthetic" builds the embedded default; anything else is a folder (relative to the repo root).
+    source: str = "synthetic"
+    layout: Literal["synthetic", "segnet", "images_labels"] = "synthetic"
+    void_id: int = Field(255, ge=0, le=255)
+    scale: float = Field(1.0, gt=0, le=4)
+    max_train: int = Field(0, ge=0, description="0 = all images")
+    max_val: int = Field(0, ge=0, description="0 = all images")
+    seed: int = 0
+    synthetic: SyntheticParams = SyntheticParams()
+
+    @model_validator(mode="after")
+    def _source_matches_layout(self):
+        if (self.source == "synthetic") != (self.layout == "synthetic"):
+            raise ValueError("data.source 'synthetic' goes with data.layout 'synthetic' (and only it)")
+        return self
+
+
+class ValidateParams(_Group):
+    max_void_fraction: float = Field(0.5, ge=0, le=1)
+    # Every class of classes.json must occur in at least this many training pixels.
+    min_class_pixels: int = Field(1, ge=0)
+
+
+Strategy = Literal["random", "random_error", "error_center"]
+
+
+class OracleParams(_Group):
+    strategy: Strategy = "error_center"
+    target_accuracy: float = Field(0.98, gt=0, le=1)
+    max_fraction: float = Field(0.05, gt=0, le=1)
+    initial_pixels: int = Field(20, ge=1)
+    pixels_per_round: int = Field(10, ge=1)
+    steps_per_round: int = Field(50, ge=1)
+    lr: float = Field(1e-2, gt=0)
+    # Per-image network: "mlp" (per pixel, on the feature stack below) or "unet" (convolutional).
+    model: Literal["mlp", "unet"] = "mlp"
+    width: int = Field(64, ge=4, description="mlp hidden units / unet base channels")
+    depth: int = Field(2, ge=1, le=6, description="mlp hidden layers / unet poolings")
+    # Input cues computed from the image itself: RGB, Gaussian-blurred RGB and local contrast at
+    # these scales (pixels), and x/y coordinates.
+    scales: list[float] = [1.0, 2.0, 4.0, 8.0]
+    coords: bool = True
+    warm_start: bool = True  # keep training the same network across rounds (else restart each round)
+    seed: int = 0
+    max_images: int = Field(0, ge=0, description="0 = every training image")
+
+    @model_validator(mode="after")
+    def _positive_scales(self):
+        if any(s <= 0 for s in self.scales):
+            raise ValueError("oracle.scales must all be > 0")
+        return self
+
+
+LabelSource = Literal["full", "pseudo", "sparse", "random"]
+
+
+class TrainParams(_Group):
+    label_sources: list[LabelSource] = ["pseudo", "full", "sparse", "random"]
+    model: Literal["unet", "lraspp"] = "unet"
+    width: int = Field(24, ge=4)
+    depth: int = Field(3, ge=1, le=6)
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    augment: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sources_unique(self):
+        if not self.label_sources or len(set(self.label_sources)) != len(self.label_sources):
+            raise ValueError("train.label_sources must be a non-empty list without repeats")
+        return self
+
+
+class EvaluateParams(_Group):
+    n_figures: int = Field(4, ge=0)
+
+
+class TrackingParams(_Group):
+    experiment: str = "howlow"
+    # Empty: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project folder.
+    tracking_uri: str = ""
+
+
+class OrchestrationParams(_Group):
+    cron: str = "0 3 * * *"
+    deployment: str = "howlow-nightly"
+
+
+class RuntimeParams(_Group):
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
+
+
+class Params(_Group):
+    data: DataParams = DataParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    oracle: OracleParams = OracleParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    tracking: TrackingParams = TrackingParams()
+    orchestration: OrchestrationParams = OrchestrationParams()
+    runtime: RuntimeParams = RuntimeParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def dataset_name(self) -> str:
+        return "synthetic" if self.data.layout == "synthetic" else Path(self.data.source).name
+
+    def to_dict(self) -> dict:
+        return self.model_dump(by_alias=True, mode="json")
+
+
+def apply_override(tree: dict, override: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (so 0.95, true, [a, b] work)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ParamsError(f"override {override!r}: expected key=value, e.g. oracle.target_accuracy=0.95")
+    node = tree
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ParamsError(f"override {override!r}: {part!r} is not a group")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"override {override!r}: value is not valid YAML ({exc})") from exc
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid params"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg} (got {err.get('input')!r})" if err["type"] != "extra_forbidden"
+                     else f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(tree, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of stage groups")
+    for override in overrides:
+        apply_override(tree, override)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        raise ParamsError(_format_error(str(path), exc)) from None

@@ -1,0 +1,74 @@
+"""The Oracle's pixel selection rules: which pixels to reveal next.
+
+Each rule takes the boolean masks of one image and returns up to `k` new (y, x) positions.
+Candidates are always valid (not void) and not yet revealed, so a pixel is never revealed twice and
+void is never revealed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def _pick_random(candidates: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    ys, xs = np.nonzero(candidates)
+    if len(ys) == 0:
+        return np.zeros((0, 2), np.int64)
+    idx = rng.choice(len(ys), size=min(k, len(ys)), replace=False)
+    return np.stack([ys[idx], xs[idx]], 1).astype(np.int64)
+
+
+def select_random(valid: np.ndarray, revealed: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform among unrevealed valid pixels (ignores where the network errs)."""
+    return _pick_random(valid & ~revealed, k, rng)
+
+
+def select_random_error(error: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Uniform among unrevealed misclassified pixels."""
+    return _pick_random(error & valid & ~revealed, k, rng)
+
+
+def region_centers(mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of the k largest 4-connected regions of `mask`, its pixel farthest from the region's
+    boundary (Euclidean distance transform; the image border counts as boundary). Ties: first in
+    raster order. Regions are ordered largest first, then by their centre's raster position.
+    Returns the centres (n, 2) and their distances to the boundary (n,)."""
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0)
+    # pad with background so a region touching the border is measured to the border
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    centers = ndimage.maximum_position(dist, labels, index=np.arange(1, n + 1))
+    order = sorted(range(n), key=lambda i: (-sizes[i], centers[i]))[:k]
+    pts = np.array([centers[i] for i in order], np.int64).reshape(-1, 2)
+    return pts, dist[pts[:, 0], pts[:, 1]]
+
+
+def select_error_center(error: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int) -> np.ndarray:
+    """Centres of the largest error regions (RITM-style clicks). With fewer than k regions, a disk
+    of half the boundary distance around each chosen centre is cut out of the mask and the rule runs
+    again, so a big region gets several well-spread clicks instead of neighbouring ones."""
+    candidates = error & valid & ~revealed
+    yy, xx = np.ogrid[: error.shape[0], : error.shape[1]]
+    picked: list[np.ndarray] = []
+    while len(picked) < k and candidates.any():
+        centers, dists = region_centers(candidates, k - len(picked))
+        picked.extend(centers)
+        for (y, x), d in zip(centers, dists):
+            candidates &= (yy - y) ** 2 + (xx - x) ** 2 > (d / 2) ** 2
+            candidates[y, x] = False
+    return np.array(picked, np.int64).reshape(-1, 2)
+
+
+def select_pixels(strategy: str, error: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    if strategy == "random":
+        return select_random(valid, revealed, k, rng)
+    if strategy == "random_error":
+        return select_random_error(error, valid, revealed, k, rng)
+    if strategy == "error_center":
+        return select_error_center(error, valid, revealed, k)
+    raise ValueError(f"unknown oracle.strategy {strategy!r} (random, random_error, error_center)")
