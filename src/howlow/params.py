@@ -92,6 +92,8 @@ class TrainParams(_Group):
     depth: int = Field(3, ge=1, le=6)
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(4, ge=1)
+    # training crop [height, width]; [] = the smallest training image (rounded down to a multiple of 8)
+    crop: list[int] = []
     lr: float = Field(2e-3, gt=0)
     augment: bool = True
     seed: int = 0
@@ -100,6 +102,8 @@ class TrainParams(_Group):
     def _sources_unique(self):
         if not self.label_sources or len(set(self.label_sources)) != len(self.label_sources):
             raise ValueError("train.label_sources must be a non-empty list without repeats")
+        if self.crop and (len(self.crop) != 2 or min(self.crop) < 8):
+            raise ValueError("train.crop must be [] or [height, width], each >= 8")
         return self
 
 
@@ -183,7 +187,10 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
     if not isinstance(tree, dict):
         raise ParamsError(f"{path}: top level must be a mapping of stage groups")
     for override in overrides:
-        apply_override(tree, override)
+        try:
+            apply_override(tree, override)
+        except ParamsError as exc:
+            raise ParamsError(f"{path}: {exc}") from None
     try:
         return Params.model_validate(tree)
     except ValidationError as exc:

@@ -41,7 +41,11 @@ def region_centers(mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     # pad with background so a region touching the border is measured to the border
     dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    centers = ndimage.maximum_position(dist, labels, index=np.arange(1, n + 1))
+    # first maximum of each region in raster order (maximum_position's tie order is arbitrary)
+    maxima = np.concatenate([[np.inf], ndimage.maximum(dist, labels, index=np.arange(1, n + 1))])
+    flat = np.flatnonzero((labels > 0) & (dist == maxima[labels]))
+    _, first = np.unique(labels.ravel()[flat], return_index=True)
+    centers = [tuple(int(v) for v in np.unravel_index(flat[i], mask.shape)) for i in first]
     order = sorted(range(n), key=lambda i: (-sizes[i], centers[i]))[:k]
     pts = np.array([centers[i] for i in order], np.int64).reshape(-1, 2)
     return pts, dist[pts[:, 0], pts[:, 1]]

@@ -1,0 +1,264 @@
+"""The Oracle loop (howlow.oracle) on tiny synthetic images: stopping rules, budget bookkeeping,
+determinism, the unet option, and the stage's outputs and resume."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from howlow.data import load_prepared, prepare, synthetic_scene
+from howlow.io import VOID, read_csv, read_json
+from howlow.metrics import confusion, pixel_accuracy
+from howlow.oracle import (image_features, image_seed, load_result, oracle, oracle_image, oracle_network,
+                           run_oracle)
+from howlow.params import Params
+
+H, W, K = 32, 40, 6
+STRATEGIES = ("error_center", "random", "random_error")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def scene(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    image, label = synthetic_scene(np.random.default_rng(seed), H, W)
+    label = label.copy()
+    label[:4, :6] = VOID  # extra void on top of the rings around cars
+    return image, label
+
+
+def oracle_params(**update):
+    return Params().oracle.model_copy(update={"target_accuracy": 0.9, "max_fraction": 0.3, **update})
+
+
+def check_bookkeeping(run, label, p):
+    """Invariants every run satisfies: budget arithmetic, curve/revealed consistency, no repeats, no void."""
+    n = label.size
+    pts = [(y, x) for y, x, _, _ in run.revealed]
+    assert len(set(pts)) == len(pts)  # no pixel twice
+    for y, x, cls, _ in run.revealed:
+        assert label[y, x] != VOID and cls == label[y, x]  # void never revealed; true class recorded
+    rounds = [r for *_, r in run.revealed]
+    assert rounds == sorted(rounds) and rounds[0] == 0
+    assert sorted(set(rounds)) == [c["round"] for c in run.curve] == list(range(len(run.curve)))
+    for c in run.curve:
+        shown = sum(r <= c["round"] for r in rounds)
+        assert c["revealed"] == shown and c["revealed_fraction"] == shown / n
+    assert run.curve[-1]["revealed"] == len(run.revealed)
+    assert rounds.count(0) == p.initial_pixels
+    assert all(rounds.count(r) <= p.pixels_per_round for r in range(1, len(run.curve)))
+    assert len(run.revealed) <= max(int(p.max_fraction * n), p.initial_pixels)
+    assert run.prediction.shape == label.shape
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_reaches_target_and_stops_there(strategy):
+    """A reachable target: reached, the last curve point is the first at or above it, budget adds up."""
+    image, label = scene()
+    p = oracle_params(strategy=strategy)
+    run = run_oracle(image, label, K, p, seed=3)
+    check_bookkeeping(run, label, p)
+    acc = [c["accuracy"] for c in run.curve]
+    assert run.reached and acc[-1] >= p.target_accuracy
+    assert all(a < p.target_accuracy for a in acc[:-1])
+    assert len(run.curve) >= 2  # the test image is not solved by the initial pixels alone
+    assert len(run.revealed) == p.initial_pixels + p.pixels_per_round * (len(run.curve) - 1)
+    # the reported accuracy is the one of the returned prediction, void excluded
+    assert acc[-1] == pixel_accuracy(confusion(run.prediction, label, K))
+
+
+def unfittable(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels independent of the image (random class per pixel): 100 % accuracy is out of reach."""
+    rng = np.random.default_rng(seed)
+    image, _ = synthetic_scene(rng, H, W)
+    label = rng.integers(0, K, (H, W)).astype(np.uint8)
+    label[10:20, 10:30] = VOID
+    return image, label
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_max_fraction_stop(strategy):
+    """An unreachable target stops at max_fraction: not reached, never more than max_fraction*H*W pixels."""
+    image, label = unfittable()
+    p = oracle_params(strategy=strategy, target_accuracy=1.0, max_fraction=0.1, steps_per_round=10)
+    run = run_oracle(image, label, K, p, seed=0)
+    check_bookkeeping(run, label, p)
+    budget = int(0.1 * H * W)
+    assert not run.reached and run.curve[-1]["accuracy"] < 1.0
+    # it stops only when one more round would exceed the budget
+    assert budget - p.pixels_per_round < len(run.revealed) <= budget
+    assert len(run.revealed) == p.initial_pixels + p.pixels_per_round * (len(run.curve) - 1)
+
+
+def test_initial_pixels_above_budget_still_revealed():
+    """max_fraction smaller than initial_pixels: the initial pixels are revealed, then it stops."""
+    image, label = unfittable()
+    p = oracle_params(target_accuracy=1.0, max_fraction=0.001, initial_pixels=15, steps_per_round=5)
+    run = run_oracle(image, label, K, p, seed=0)
+    assert len(run.revealed) == 15 and len(run.curve) == 1 and not run.reached
+
+
+def test_void_heavy_image_never_reveals_void():
+    """Half the image void and most valid pixels revealed at random: still no void, no repeats."""
+    image, label = unfittable(1)
+    label[:, : W // 2] = VOID
+    p = oracle_params(strategy="random", target_accuracy=1.0, max_fraction=0.4, pixels_per_round=60,
+                      steps_per_round=5)
+    run = run_oracle(image, label, K, p, seed=0)
+    check_bookkeeping(run, label, p)
+    assert len(run.revealed) > 0.75 * (label != VOID).sum()  # so void would have been hit if allowed
+
+
+def test_fewer_candidates_than_pixels_per_round():
+    """Only 25 valid pixels: round 1 reveals the last 5, then it stops with every valid pixel revealed."""
+    image, label = unfittable(2)
+    valid = np.zeros((H, W), bool)
+    valid[5:10, 5:10] = True
+    label[~valid] = VOID
+    p = oracle_params(strategy="random", target_accuracy=1.0, max_fraction=1.0, initial_pixels=20,
+                      pixels_per_round=10, steps_per_round=5)
+    run = run_oracle(image, label, K, p, seed=0)
+    check_bookkeeping(run, label, p)
+    assert {(y, x) for y, x, *_ in run.revealed} == set(zip(*np.nonzero(valid)))
+    assert [r for *_, r in run.revealed].count(1) == 5 and len(run.curve) == 2
+
+
+def test_deterministic_per_seed():
+    """Same seed: identical revealed lists and curves; a different seed: a different run."""
+    image, label = scene()
+    p = oracle_params()
+    a, b = run_oracle(image, label, K, p, 5), run_oracle(image, label, K, p, 5)
+    assert a.revealed == b.revealed and a.curve == b.curve
+    np.testing.assert_array_equal(a.prediction, b.prediction)
+    c = run_oracle(image, label, K, p, 6)
+    assert c.revealed != a.revealed
+
+
+def test_cold_start_differs_from_warm_start():
+    """warm_start=False retrains from scratch each round (same seed, same initial pixels, other curve)."""
+    image, label = unfittable()
+    p = oracle_params(target_accuracy=1.0, max_fraction=0.05, steps_per_round=10)
+    warm = run_oracle(image, label, K, p, 0)
+    cold = run_oracle(image, label, K, p.model_copy(update={"warm_start": False}), 0)
+    assert warm.revealed[: p.initial_pixels] == cold.revealed[: p.initial_pixels]
+    assert warm.curve[0] == cold.curve[0]  # round 0 is the same fresh network in both
+    assert [c["loss"] for c in warm.curve[1:]] != [c["loss"] for c in cold.curve[1:]]
+
+
+def test_unet_model_runs():
+    """The convolutional option trains and stops by the same rules."""
+    image, label = scene()
+    p = oracle_params(model="unet", width=4, depth=1, steps_per_round=5, max_fraction=0.05,
+                      target_accuracy=1.0)
+    run = run_oracle(image, label, K, p, seed=0)
+    check_bookkeeping(run, label, p)
+    assert not run.reached and len(run.curve) >= 2
+    assert all(np.isfinite(c["loss"]) for c in run.curve)
+    assert sum(t.numel() for t in run.model.parameters()) > 0
+    assert any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) for m in run.model.modules())
+
+
+def test_image_features_shape_and_standardised():
+    """Feature stack: RGB + 4 per scale + 2 coords channels, each zero-mean unit-std."""
+    image, _ = scene()
+    p = oracle_params(scales=[1.0, 3.0])
+    x = image_features(image, p)
+    assert x.shape == (3 + 4 * 2 + 2, H, W)
+    assert torch.allclose(x.mean((1, 2)), torch.zeros(x.shape[0]), atol=1e-4)
+    assert torch.allclose(x.std((1, 2)), torch.ones(x.shape[0]), atol=1e-3)
+    assert image_features(image, p.model_copy(update={"coords": False})).shape[0] == 11
+
+
+# --------------------------------------------------------------------------- stage, outputs, resume
+def stage_params(**oracle_update) -> Params:
+    return Params.model_validate({
+        "data": {"synthetic": {"n_train": 2, "n_val": 1, "height": 32, "width": 40}},
+        "oracle": {"target_accuracy": 0.9, "max_fraction": 0.3, **oracle_update},
+        "runtime": {"threads": 1},
+    })
+
+
+def stamp(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns
+
+
+def test_stage_outputs_and_resume(tmp_path, monkeypatch):
+    """oracle() writes per-image json/pt, summary.csv, totals.json and the curves; reruns reuse results
+    with the same fingerprint and recompute when an oracle param changes."""
+    monkeypatch.chdir(tmp_path)
+    params = stage_params()
+    prepare(params, Path("data/prepared"))
+    totals = oracle(params)
+    ids = ["syn_train_000", "syn_train_001"]
+    out = Path("data/oracle")
+    for i in ids:
+        assert (out / f"{i}.json").is_file() and (out / f"{i}.pt").is_file()
+    summary = read_csv(out / "summary.csv")
+    assert [r["id"] for r in summary] == ids
+    assert read_json(out / "totals.json") == totals and totals["images"] == 2
+    results = {i: load_result(i) for i in ids}
+    for i, r in results.items():
+        s = r["summary"]
+        assert r["id"] == i and s["pixels"] == 32 * 40 and s["revealed"] == len(r["revealed"])
+        assert s["rounds"] == len(r["curve"]) and s["accuracy"] == r["curve"][-1]["accuracy"]
+        assert s["reached"] == (s["accuracy"] >= 0.9)
+        assert s["revealed_pct"] == pytest.approx(100 * s["revealed"] / (32 * 40))
+    assert totals["mean_revealed_px"] == pytest.approx(np.mean([results[i]["summary"]["revealed"] for i in ids]))
+    curves = read_csv(Path("eval/plots/oracle_curves.csv"))
+    assert len(curves) == sum(len(r["curve"]) for r in results.values())
+    assert [c["image"] for c in curves] == [i for i in ids for _ in results[i]["curve"]]
+    assert int(curves[-1]["revealed"]) == results[ids[-1]]["summary"]["revealed"]
+
+    # the saved network reproduces the reported accuracy
+    prep = load_prepared()
+    row = prep.split("train")[0]
+    image, label = prep.image(row), prep.label(row)
+    net = oracle_network(params.oracle, prep.n_classes, 0)
+    net.load_state_dict(torch.load(out / f"{ids[0]}.pt"))
+    with torch.no_grad():
+        pred = net(image_features(image, params.oracle)[None])[0].argmax(0).numpy()
+    assert pixel_accuracy(confusion(pred, label, prep.n_classes)) == results[ids[0]]["summary"]["accuracy"]
+    # ...and the stored run is what run_oracle gives for that image's seed
+    run = run_oracle(image, label, prep.n_classes, params.oracle, image_seed(params.oracle.seed, ids[0]))
+    assert run.revealed == results[ids[0]]["revealed"]
+
+    # same fingerprint (a train param is not part of it): stored summary, nothing rewritten
+    before = {i: (stamp(out / f"{i}.json"), stamp(out / f"{i}.pt")) for i in ids}
+    other_train = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})})
+    assert oracle_image(other_train, ids[0]) == results[ids[0]]["summary"]
+    assert oracle(params) == totals  # the stored summaries (timings included) are reused
+    assert {i: (stamp(out / f"{i}.json"), stamp(out / f"{i}.pt")) for i in ids} == before
+
+    # a changed oracle param: a new fingerprint, recomputed and rewritten
+    changed = stage_params(target_accuracy=0.8)
+    s = oracle_image(changed, ids[0])
+    assert stamp(out / f"{ids[0]}.json") != before[ids[0]][0]
+    new = load_result(ids[0])
+    assert new["fingerprint"] != results[ids[0]]["fingerprint"] and new["summary"] == s
+    assert s["accuracy"] >= 0.8 and s["revealed"] <= results[ids[0]]["summary"]["revealed"]
+
+
+def test_stale_or_partial_result_is_recomputed(tmp_path, monkeypatch):
+    """A json without its .pt (an interrupted run) is not trusted: the image is computed again."""
+    monkeypatch.chdir(tmp_path)
+    params = stage_params(max_fraction=0.05, target_accuracy=1.0, steps_per_round=5)
+    prepare(params, Path("data/prepared"))
+    first = oracle_image(params, "syn_train_000")
+    Path("data/oracle/syn_train_000.pt").unlink()
+    before = stamp(Path("data/oracle/syn_train_000.json"))
+    again = oracle_image(params, "syn_train_000")
+    assert Path("data/oracle/syn_train_000.pt").is_file()
+    assert stamp(Path("data/oracle/syn_train_000.json")) != before
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in first.items() if k != "seconds"}
+    with pytest.raises(KeyError, match="syn_val_000"):
+        oracle_image(params, "syn_val_000")  # validation images are not Oracle images

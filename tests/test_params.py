@@ -1,0 +1,137 @@
+"""load_params: defaults, key=value overrides, and ParamsError messages naming file, key and rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from howlow.params import Params, ParamsError, load_params
+
+
+@pytest.fixture
+def params_file(tmp_path, monkeypatch):
+    """Write a params file in tmp_path and return its (relative) path."""
+    monkeypatch.chdir(tmp_path)
+
+    def write(text: str = "", name: str = "params.yaml") -> Path:
+        path = Path(name)
+        path.write_text(text)
+        return path
+    return write
+
+
+def error(path, overrides=()) -> str:
+    with pytest.raises(ParamsError) as exc:
+        load_params(path, overrides)
+    return str(exc.value)
+
+
+def test_empty_file_gives_defaults(params_file):
+    """An empty params file validates to the schema defaults."""
+    p = load_params(params_file(""))
+    assert p == Params()
+    assert p.oracle.strategy == "error_center" and p.data.layout == "synthetic"
+    assert p.dataset_name == "synthetic"
+
+
+def test_file_values_are_read(params_file):
+    """Values in the file (grouped per stage, `validate` by its alias) replace the defaults; others stay."""
+    p = load_params(params_file("oracle:\n  target_accuracy: 0.9\n  strategy: random\n"
+                                "validate:\n  max_void_fraction: 0.2\n"))
+    assert p.oracle.target_accuracy == 0.9 and p.oracle.strategy == "random"
+    assert p.validate_.max_void_fraction == 0.2
+    assert p.oracle.pixels_per_round == Params().oracle.pixels_per_round
+    assert p.to_dict()["validate"]["max_void_fraction"] == 0.2
+
+
+def test_overrides(params_file):
+    """key=value overrides parse YAML values: float, bool, list and nested groups, over the file's values."""
+    path = params_file("oracle:\n  target_accuracy: 0.9\n")
+    p = load_params(path, ["oracle.target_accuracy=0.95", "oracle.coords=false", "oracle.scales=[1, 3.5]",
+                           "data.synthetic.n_train=3", "train.label_sources=[full, sparse]",
+                           "validate.min_class_pixels=7"])
+    assert p.oracle.target_accuracy == 0.95 and isinstance(p.oracle.target_accuracy, float)
+    assert p.oracle.coords is False
+    assert p.oracle.scales == [1.0, 3.5]
+    assert p.data.synthetic.n_train == 3 and p.data.synthetic.n_val == Params().data.synthetic.n_val
+    assert p.train.label_sources == ["full", "sparse"]
+    assert p.validate_.min_class_pixels == 7
+    # the last override of a key wins; the file itself is not changed
+    assert load_params(path, ["oracle.seed=1", "oracle.seed=2"]).oracle.seed == 2
+    assert load_params(path).oracle.target_accuracy == 0.9
+
+
+@pytest.mark.parametrize("text, overrides, key, rule", [
+    ("oracle:\n  foo: 1\n", [], "oracle.foo", "unknown key"),
+    ("", ["oracle.foo=1"], "oracle.foo", "unknown key"),
+    ("colour: red\n", [], "colour", "unknown key"),
+    ("oracle:\n  strategy: nearest\n", [], "oracle.strategy", "'random', 'random_error' or 'error_center'"),
+    ("", ["oracle.target_accuracy=1.5"], "oracle.target_accuracy", "less than or equal to 1"),
+    ("oracle:\n  pixels_per_round: -3\n", [], "oracle.pixels_per_round", "greater than or equal to 1"),
+    ("", ["oracle.scales=[1, -2]"], "oracle", "oracle.scales must all be > 0"),
+    ("data:\n  layout: segnet\n", [], "data", "data.source 'synthetic' goes with data.layout 'synthetic'"),
+    ("", ["data.source=synthetic", "data.layout=segnet"], "data", "goes with data.layout"),
+    ("", ["data.source=camvid"], "data", "goes with data.layout"),
+])
+def test_invalid_values_name_file_key_and_rule(params_file, text, overrides, key, rule):
+    """Schema violations: one ParamsError naming the params file, the dotted key and the broken rule."""
+    message = error(params_file(text, "my_params.yaml"), overrides)
+    assert message.startswith("my_params.yaml: invalid params")
+    assert f"  {key}: " in message
+    assert rule in message
+
+
+def test_bad_value_shows_input(params_file):
+    """The offending value is quoted in the message."""
+    message = error(params_file("oracle:\n  target_accuracy: 1.5\n"))
+    assert "oracle.target_accuracy" in message and "(got 1.5)" in message
+
+
+def test_several_errors_reported_together(params_file):
+    """Every invalid key is listed, not just the first."""
+    message = error(params_file("oracle:\n  target_accuracy: 2\n  pixels_per_round: 0\n  foo: 1\n"))
+    for key in ("oracle.target_accuracy", "oracle.pixels_per_round", "oracle.foo"):
+        assert key in message
+
+
+@pytest.mark.parametrize("override, rule", [
+    ("oracle.target_accuracy", "expected key=value"),
+    ("=0.5", "expected key=value"),
+    ("oracle.target_accuracy.x=1", "'target_accuracy' is not a group"),
+    ("oracle.scales=[1, 2", "not valid YAML"),
+])
+def test_bad_override_syntax(params_file, override, rule):
+    """A malformed override is a ParamsError quoting the override and the rule."""
+    message = error(params_file("oracle:\n  target_accuracy: 0.9\n"), [override])
+    assert repr(override) in message and rule in message
+
+
+def test_bad_override_names_file(params_file):
+    """Override errors name the params file they were applied to, like every other ParamsError."""
+    message = error(params_file("", "my_params.yaml"), ["oracle.target_accuracy"])
+    assert "my_params.yaml" in message
+
+
+def test_missing_file(params_file):
+    """A missing params file is a ParamsError naming it."""
+    message = error(Path("nope/params.yaml"))
+    assert "nope/params.yaml" in message and "not found" in message
+
+
+@pytest.mark.parametrize("text, rule", [
+    ("oracle:\n  target_accuracy: [0.9\n", "not valid YAML"),
+    ("oracle: {a: 1\n", "not valid YAML"),
+    ("- oracle\n- data\n", "top level must be a mapping"),
+])
+def test_invalid_yaml(params_file, text, rule):
+    """Unparseable YAML, or YAML that is not a mapping of groups, is a ParamsError naming the file."""
+    message = error(params_file(text, "bad.yaml"))
+    assert message.startswith("bad.yaml: ") and rule in message
+
+
+def test_params_are_frozen(params_file):
+    """Loaded params cannot be mutated by a stage."""
+    p = load_params(params_file(""))
+    with pytest.raises(Exception):
+        p.oracle.target_accuracy = 0.5  # type: ignore[misc]
