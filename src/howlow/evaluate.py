@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .data import Prepared, load_prepared  # noqa: E402
-from .io import (EVAL, MODELS, ORACLE, PREPARED, PSEUDO, VOID, atomic_write_bytes, read_csv,  # noqa: E402
+from .io import (EVAL, MODELS, ORACLE, PREPARED, PSEUDO, atomic_write_bytes, read_csv,  # noqa: E402
                  read_json, read_label, write_csv, write_json)
 from .metrics import confusion, iou_per_class, mean_iou, pixel_accuracy  # noqa: E402
 from .oracle import set_threads  # noqa: E402

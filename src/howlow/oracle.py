@@ -194,11 +194,9 @@ def oracle_image(params: Params, image_id: str, prepared: Prepared | None = None
     return summary
 
 
-def write_oracle_summary(params: Params, summaries: list[dict], out_dir: Path = ORACLE,
-                         eval_dir: Path = EVAL) -> dict:
-    """summary.csv, the plot data of the budget curves, and the aggregate figures."""
+def finish_oracle(summaries: list[dict], out_dir: Path = ORACLE, eval_dir: Path = EVAL) -> dict:
+    """summary.csv, the plot data of the budget curves, and the aggregate figures (totals.json)."""
     out_dir, eval_dir = Path(out_dir), Path(eval_dir)
-    write_csv(out_dir / "summary.csv", summaries)
     curves = []
     for s in summaries:
         for point in load_result(s["id"], out_dir)["curve"]:
@@ -208,7 +206,7 @@ def write_oracle_summary(params: Params, summaries: list[dict], out_dir: Path = 
     write_csv(eval_dir / "plots" / "oracle_curves.csv", curves)
     pct = np.array([s["revealed_pct"] for s in summaries])
     px = np.array([s["revealed"] for s in summaries])
-    return {
+    totals = {
         "images": len(summaries), "mean_revealed_pct": float(pct.mean()),
         "median_revealed_pct": float(np.median(pct)), "mean_revealed_px": float(px.mean()),
         "median_revealed_px": float(np.median(px)),
@@ -216,6 +214,9 @@ def write_oracle_summary(params: Params, summaries: list[dict], out_dir: Path = 
         "mean_accuracy": float(np.mean([s["accuracy"] for s in summaries])),
         "mean_seconds": float(np.mean([s["seconds"] for s in summaries])),
     }
+    write_json(out_dir / "totals.json", totals)
+    write_csv(out_dir / "summary.csv", summaries)  # last: later stages read the image list from it
+    return totals
 
 
 def oracle_image_ids(params: Params, prepared: Prepared) -> list[str]:
@@ -235,6 +236,4 @@ def oracle(params: Params, out_dir: Path = ORACLE, eval_dir: Path = EVAL) -> dic
         print(f"[oracle {i}/{len(ids)}] {image_id}: {s['revealed']} px ({s['revealed_pct']:.3f} %), "
               f"acc {s['accuracy']:.4f} {'reached' if s['reached'] else 'NOT reached'}, {s['seconds']:.1f} s",
               file=sys.stderr, flush=True)
-    totals = write_oracle_summary(params, summaries, out_dir, eval_dir)
-    write_json(Path(out_dir) / "totals.json", totals)
-    return totals
+    return finish_oracle(summaries, out_dir, eval_dir)

@@ -1,0 +1,131 @@
+"""Prefect flow for the howlow pipeline: the same stage functions as `dvc.yaml`, with the per-image
+Oracle runs as mapped tasks (retried, and visible one by one in the Prefect UI).
+
+    python flows/pipeline.py                 # run once (a temporary local Prefect server if none is set)
+    howlow serve                             # serve on params.yaml's orchestration.cron schedule
+
+After a run the flow calls `dvc commit`, so dvc.lock records the outputs it produced and
+`dvc repro` / `dvc status` stay the reproducible account of the results.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from prefect import flow, get_run_logger, task
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from howlow import data, evaluate, oracle, pseudolabel, track, train, validate
+from howlow.params import Params, load_params
+
+
+@task(name="prepare")
+def prepare_task(params: Params) -> str:
+    return str(data.prepare(params))
+
+
+@task(name="validate")
+def validate_task(params: Params) -> dict:
+    return validate.validate(params)
+
+
+@task(name="oracle-image", retries=2, retry_delay_seconds=5, task_run_name="oracle-{image_id}")
+def oracle_image_task(params: Params, image_id: str) -> dict:
+    return oracle.oracle_image(params, image_id)
+
+
+@task(name="oracle-summary")
+def oracle_summary_task(summaries: list[dict]) -> dict:
+    return oracle.finish_oracle(summaries)
+
+
+@task(name="pseudolabel")
+def pseudolabel_task(params: Params) -> dict:
+    return pseudolabel.pseudolabel(params)
+
+
+@task(name="train")
+def train_task(params: Params) -> dict:
+    return train.train(params)
+
+
+@task(name="evaluate")
+def evaluate_task(params: Params) -> dict:
+    return evaluate.evaluate(params)
+
+
+@task(name="track")
+def track_task(params: Params) -> dict:
+    return track.track(params)
+
+
+def dvc_commit() -> str:
+    """Record the flow's outputs in dvc.lock (skipped outside a DVC repository)."""
+    if not Path(".dvc").is_dir():
+        return "not a DVC repository: outputs not recorded"
+    done = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"dvc commit failed: {done.stderr.strip()}")
+    return "outputs recorded in dvc.lock"
+
+
+def _overrides(source, layout, strategy, target_accuracy, seed, overrides) -> list[str]:
+    named = {"data.source": source, "data.layout": layout, "oracle.strategy": strategy,
+             "oracle.target_accuracy": target_accuracy, "oracle.seed": seed}
+    return [f"{k}={v}" for k, v in named.items() if v is not None] + list(overrides or [])
+
+
+@flow(name="howlow-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1), log_prints=True)
+def pipeline(params_path: str = "params.yaml", source: str | None = None, layout: str | None = None,
+             strategy: str | None = None, target_accuracy: float | None = None, seed: int | None = None,
+             overrides: list[str] | None = None, record_in_dvc: bool = True) -> dict:
+    """validate -> per-image Oracle (mapped) -> pseudo-labels -> train -> evaluate -> MLflow."""
+    logger = get_run_logger()
+    params = load_params(params_path, _overrides(source, layout, strategy, target_accuracy, seed, overrides))
+    prepare_task(params)
+    validate_task(params)
+    ids = oracle.oracle_image_ids(params, data.load_prepared())
+    # the mapped images share the cores: one torch thread each (train/evaluate set it back)
+    torch.set_num_threads(1)
+    futures = oracle_image_task.map(params, ids)
+    summaries, failed = [], []
+    for image_id, future in zip(ids, futures):
+        try:
+            summaries.append(future.result())
+        except Exception as exc:  # one bad image is reported and does not sink the others
+            failed.append(image_id)
+            logger.error("oracle failed for %s after retries: %s", image_id, exc)
+    if not summaries:
+        raise RuntimeError(f"the oracle failed for every image ({len(failed)})")
+    totals = oracle_summary_task(summaries)
+    logger.info("oracle: %d images, mean %.4f %% revealed, %.0f %% reached the target",
+                totals["images"], totals["mean_revealed_pct"], 100 * totals["reached_fraction"])
+    pseudolabel_task(params)
+    train_task(params)
+    metrics = evaluate_task(params)
+    run = track_task(params)
+    if record_in_dvc:
+        logger.info(dvc_commit())
+    return {"oracle": totals, "failed_images": failed, "mlflow_run_id": run["run_id"],
+            "dataset": {k: v["miou"] for k, v in metrics["dataset"].items()}}
+
+
+def serve(params: Params) -> None:
+    """Serve the flow on the cron schedule of params.yaml (shown with its parameters in the Prefect UI)."""
+    pipeline.serve(name=params.orchestration.deployment, cron=params.orchestration.cron,
+                   parameters=deployment_parameters(params))
+
+
+def deployment_parameters(params: Params) -> dict:
+    return {"params_path": "params.yaml", "source": params.data.source, "layout": params.data.layout,
+            "strategy": params.oracle.strategy, "target_accuracy": params.oracle.target_accuracy,
+            "seed": params.oracle.seed}
+
+
+if __name__ == "__main__":
+    print(pipeline(*sys.argv[1:2]))

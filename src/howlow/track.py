@@ -1,0 +1,156 @@
+"""Stage `track`: log a finished pipeline run to MLflow, and compare budgets across runs.
+
+One parent run per pipeline run, named `<dataset>-<strategy>-t<target>-s<seed>`, with every param
+(dotted names such as `oracle.target_accuracy`, so the MLflow UI can put budgets side by side), the
+aggregate metrics, the figures and one logged model per label source. Under it, one nested run per
+image with its Oracle curve as step metrics (step = revealed pixel count).
+
+Logging reads the stage outputs that DVC tracks, so the store can always be rebuilt from them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .io import EVAL, MODELS, ORACLE, PREPARED, PSEUDO, REPORTS, read_csv, read_json, write_csv, write_json
+from .params import Params
+
+PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1"]  # skips MLflow's slow requirement inference
+
+
+def tracking_uri(params: Params) -> str:
+    """params.tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the cwd."""
+    return (params.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+
+
+def run_name(params: Params) -> str:
+    o = params.oracle
+    return f"{params.dataset_name}-{o.strategy}-t{o.target_accuracy:g}-s{o.seed}"
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _setup(params: Params):
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(params))
+    mlflow.set_experiment(params.tracking.experiment)
+    return mlflow
+
+
+def track(params: Params, eval_dir: Path = EVAL, models_dir: Path = MODELS, oracle_dir: Path = ORACLE,
+          pseudo_dir: Path = PSEUDO) -> dict:
+    """Stage entry point: log the outputs of this pipeline run; writes eval/mlflow_run.json."""
+    from mlflow.entities import Metric, Param
+
+    import torch
+
+    from .data import load_prepared
+    from .train import load_model, normalise
+
+    mlflow = _setup(params)
+    metrics = read_json(Path(eval_dir) / "metrics.json")
+    summaries = read_csv(Path(oracle_dir) / "summary.csv")
+    client = mlflow.MlflowClient()
+    with mlflow.start_run(run_name=run_name(params)) as parent:
+        mlflow.set_tags({"howlow.kind": "pipeline", "dataset": params.dataset_name,
+                         "strategy": params.oracle.strategy})
+        mlflow.log_params(flatten(params.to_dict()))
+        flat = {f"oracle.{k}": v for k, v in metrics["oracle"].items()}
+        flat.update({f"pseudo.{k}": v for k, v in metrics["pseudo"].items()})
+        for source, m in metrics["dataset"].items():
+            flat.update({f"{source}.{k}": v for k, v in m.items() if isinstance(v, (int, float))})
+            flat.update({f"{source}.iou.{c}": v for c, v in m["per_class_iou"].items() if v is not None})
+        mlflow.log_metrics({k: float(v) for k, v in flat.items() if v is not None})
+        for i, s in enumerate(summaries, 1):
+            result = read_json(Path(oracle_dir) / f"{s['id']}.json")
+            with mlflow.start_run(run_name=s["id"], nested=True) as child:
+                ts = 0  # timestamps are not meaningful here (logged after the fact); steps are
+                batch = [Metric(key, float(point[field]), ts, int(point["revealed"]))
+                         for point in result["curve"]
+                         for key, field in (("accuracy", "accuracy"), ("miou", "miou"),
+                                            ("revealed_fraction", "revealed_fraction"))]
+                batch += [Metric(f"final_{k}", float(result["summary"][k]), ts, 0)
+                          for k in ("revealed", "revealed_pct", "accuracy", "miou", "rounds", "seconds")]
+                client.log_batch(child.info.run_id, metrics=batch, params=[
+                    Param("image", s["id"]), Param("pixels", str(result["summary"]["pixels"])),
+                    Param("reached", str(result["summary"]["reached"]))])
+                mlflow.set_tags({"howlow.kind": "image", "dataset": params.dataset_name})
+            if i % 50 == 0:
+                print(f"[track] {i}/{len(summaries)} image runs", file=sys.stderr, flush=True)
+        mlflow.log_artifacts(str(Path(eval_dir) / "figures"), artifact_path="figures")
+        mlflow.log_artifact(str(Path(eval_dir) / "metrics.json"))
+        prepared = load_prepared(PREPARED)
+        example_image = prepared.image(prepared.split("val")[0])
+        for source in params.train.label_sources:
+            model, mean, std = load_model(Path(models_dir) / f"{source}.pt")
+            # pt2 (torch.export) format: safe to load, traced on a normalised val image
+            example = normalise(torch.from_numpy(example_image).permute(2, 0, 1)[None], mean, std).numpy()
+            mlflow.pytorch.log_model(model, name=f"dataset-{source}", input_example=example,
+                                     pip_requirements=PIP_REQUIREMENTS)
+        run_id = parent.info.run_id
+    out = {"run_id": run_id, "run_name": run_name(params), "experiment": params.tracking.experiment,
+           "tracking_uri": tracking_uri(params), "image_runs": len(summaries)}
+    write_json(Path(eval_dir) / "mlflow_run.json", out)
+    print(f"[track] MLflow run {run_name(params)} ({run_id}) in {out['tracking_uri']}", file=sys.stderr)
+    return out
+
+
+COMPARE_COLUMNS = ["run", "dataset", "strategy", "target", "seed", "images", "mean_revealed_pct",
+                   "mean_revealed_px", "reached_fraction", "pseudo_accuracy"]
+
+
+def compare(params: Params, out_dir: Path = REPORTS / "compare") -> dict:
+    """Print the budget table of every pipeline run in the experiment and plot revealed % vs target."""
+    mlflow = _setup(params)
+    runs = mlflow.search_runs(experiment_names=[params.tracking.experiment],
+                              filter_string="tags.`howlow.kind` = 'pipeline'", output_format="list")
+    rows = []
+    for r in runs:
+        m, p = r.data.metrics, r.data.params
+        rows.append({"run": r.info.run_name, "dataset": r.data.tags.get("dataset", ""),
+                     "strategy": p.get("oracle.strategy", ""), "target": float(p.get("oracle.target_accuracy", "nan")),
+                     "seed": p.get("oracle.seed", ""), "images": int(m.get("oracle.images", 0)),
+                     "mean_revealed_pct": m.get("oracle.mean_revealed_pct"),
+                     "mean_revealed_px": m.get("oracle.mean_revealed_px"),
+                     "reached_fraction": m.get("oracle.reached_fraction"),
+                     "pseudo_accuracy": m.get("pseudo.mean_accuracy")})
+    rows.sort(key=lambda r: (r["dataset"], r["strategy"], r["target"], str(r["seed"])))
+    if not rows:
+        print(f"no pipeline runs in experiment {params.tracking.experiment!r} at {tracking_uri(params)}")
+        return {"runs": 0}
+    header = f"{'run':38} {'target':>6} {'imgs':>5} {'revealed %':>10} {'pixels':>8} {'reached':>7} {'pseudo acc':>10}"
+    print(header)
+    for r in rows:
+        print(f"{r['run'][:38]:38} {r['target']:6.3f} {r['images']:5d} {r['mean_revealed_pct'] or 0:10.4f} "
+              f"{r['mean_revealed_px'] or 0:8.1f} {r['reached_fraction'] or 0:7.2f} {r['pseudo_accuracy'] or 0:10.4f}")
+    write_csv(Path(out_dir) / "budgets.csv", rows, COMPARE_COLUMNS)
+    _compare_figure(rows, Path(out_dir) / "budgets.png")
+    print(f"table: {out_dir}/budgets.csv, plot: {out_dir}/budgets.png")
+    return {"runs": len(rows)}
+
+
+def _compare_figure(rows: list[dict], path: Path) -> None:
+    from .evaluate import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key in dict.fromkeys((r["dataset"], r["strategy"]) for r in rows):
+        pts = sorted((r["target"], r["mean_revealed_pct"]) for r in rows if (r["dataset"], r["strategy"]) == key)
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, "o-", label=f"{key[0]} / {key[1]}")
+    ax.set_xlabel("Oracle target pixel accuracy")
+    ax.set_ylabel("mean revealed pixels (% of image)")
+    ax.set_title("Annotation budget by target (all MLflow runs)")
+    ax.legend()
+    save_figure(fig, path)
