@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import torch
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from howlow import data, evaluate, oracle, pseudolabel, track, train, validate
@@ -92,7 +92,7 @@ def pipeline(params_path: str = "params.yaml", source: str | None = None, layout
     ids = oracle.oracle_image_ids(params, data.load_prepared())
     # the mapped images share the cores: one torch thread each (train/evaluate set it back)
     torch.set_num_threads(1)
-    futures = oracle_image_task.map(params, ids)
+    futures = oracle_image_task.map(unmapped(params), ids)
     summaries, failed = [], []
     for image_id, future in zip(ids, futures):
         try:

@@ -85,7 +85,7 @@ def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy warns otherwise)
     except (OSError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot be read as an image ({exc})") from None
 
@@ -96,7 +96,7 @@ def read_label(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             mode = im.mode
-            arr = np.asarray(im)
+            arr = np.array(im)
     except (OSError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot be read as a label image ({exc})") from None
     if arr.ndim != 2:

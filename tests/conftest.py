@@ -1,0 +1,67 @@
+"""Shared fixtures: a temporary copy of the project (for dvc repro / the Prefect flow) and tiny params."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HOWLOW_SHARED", ROOT.parent / "shared")) / "datasets"
+
+# The embedded default, shrunk so an end-to-end run takes seconds on 2 cores; every stage still runs.
+TINY = {
+    "data": {"synthetic": {"n_train": 3, "n_val": 2, "height": 48, "width": 64}},
+    "oracle": {"target_accuracy": 0.9, "steps_per_round": 30},
+    "train": {"epochs": 3, "width": 8, "depth": 2, "crop": [32, 48], "batch_size": 2},
+    "evaluate": {"n_figures": 1},
+}
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def project_env(tmp: Path) -> dict:
+    """Environment for subprocesses: the venv's tools on PATH, MLflow in a temp sqlite store."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    for key, value in (("GIT_AUTHOR_NAME", "howlow-tests"), ("GIT_AUTHOR_EMAIL", "tests@howlow.invalid")):
+        env.setdefault(key, value)
+        env.setdefault(key.replace("AUTHOR", "COMMITTER"), value)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A git + DVC copy of the project (tracked and unignored files) with tiny params, committed."""
+    dest = tmp_path / "project"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith(("eval/", "data/", "models/", "reports/validation")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    (dest / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
+    env = project_env(tmp_path)
+    run(["git", "init", "-q"], dest, env)
+    run(["git", "add", "-A"], dest, env)
+    run(["git", "commit", "-qm", "test copy"], dest, env)
+    return dest
