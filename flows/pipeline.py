@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from howlow import data, evaluate, oracle, pseudolabel, track, train, validate
+from howlow.io import ORACLE, PREPARED
 from howlow.params import Params, load_params
 
 
@@ -34,8 +35,37 @@ def validate_task(params: Params) -> dict:
 
 
 @task(name="oracle-image", retries=2, retry_delay_seconds=5, task_run_name="oracle-{image_id}")
-def oracle_image_task(params: Params, image_id: str) -> dict:
-    return oracle.oracle_image(params, image_id)
+def oracle_image_task(params: Params, image_id: str, root: str) -> dict:
+    # many images share the cores (threads here, or Dask workers): one torch thread per image;
+    # absolute paths because a Dask worker's working folder is not the project's
+    torch.set_num_threads(1)
+    return oracle.oracle_image(params, image_id, Path(root) / PREPARED, Path(root) / ORACLE)
+
+
+def task_runner(params: Params):
+    """Dask when an address is configured (prefect-dask), else one thread per core here."""
+    address = params.orchestration.dask_address or os.environ.get("HOWLOW_DASK_ADDRESS", "")
+    if address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=address)
+    return ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1)
+
+
+@flow(name="howlow-oracle-fanout")
+def oracle_fanout(params: Params, ids: list[str], root: str) -> tuple[list[dict], list[str]]:
+    """The per-image Oracle runs as mapped tasks; a failed image (after retries) is reported and
+    does not sink the others."""
+    logger = get_run_logger()
+    futures = oracle_image_task.map(unmapped(params), ids, unmapped(root))
+    summaries, failed = [], []
+    for image_id, future in zip(ids, futures):
+        try:
+            summaries.append(future.result())
+        except Exception as exc:
+            failed.append(image_id)
+            logger.error("oracle failed for %s after retries: %s", image_id, exc)
+    return summaries, failed
 
 
 @task(name="oracle-summary")
@@ -80,7 +110,7 @@ def _overrides(source, layout, strategy, target_accuracy, seed, overrides) -> li
     return [f"{k}={v}" for k, v in named.items() if v is not None] + list(overrides or [])
 
 
-@flow(name="howlow-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1), log_prints=True)
+@flow(name="howlow-pipeline", log_prints=True)
 def pipeline(params_path: str = "params.yaml", source: str | None = None, layout: str | None = None,
              strategy: str | None = None, target_accuracy: float | None = None, seed: int | None = None,
              overrides: list[str] | None = None, record_in_dvc: bool = True) -> dict:
@@ -90,16 +120,8 @@ def pipeline(params_path: str = "params.yaml", source: str | None = None, layout
     prepare_task(params)
     validate_task(params)
     ids = oracle.oracle_image_ids(params, data.load_prepared())
-    # the mapped images share the cores: one torch thread each (train/evaluate set it back)
-    torch.set_num_threads(1)
-    futures = oracle_image_task.map(unmapped(params), ids)
-    summaries, failed = [], []
-    for image_id, future in zip(ids, futures):
-        try:
-            summaries.append(future.result())
-        except Exception as exc:  # one bad image is reported and does not sink the others
-            failed.append(image_id)
-            logger.error("oracle failed for %s after retries: %s", image_id, exc)
+    summaries, failed = oracle_fanout.with_options(task_runner=task_runner(params))(
+        params, ids, str(Path.cwd().resolve()))
     if not summaries:
         raise RuntimeError(f"the oracle failed for every image ({len(failed)})")
     totals = oracle_summary_task(summaries)

@@ -41,10 +41,34 @@ def project_env(tmp: Path) -> dict:
     return env
 
 
+def howlow(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m howlow.cli <args>` as a real subprocess in `cwd` (exit status checked by the caller)."""
+    return subprocess.run([sys.executable, "-m", "howlow.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True)
+
+
+def write_params(folder: Path, extra: dict | None = None) -> Path:
+    """folder/params.yaml: the repo's params.yaml with TINY (and `extra`) merged in."""
+    folder.mkdir(parents=True, exist_ok=True)
+    params = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), extra or {})
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return folder / "params.yaml"
+
+
 def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """Prefect's test harness: a real temporary Prefect server (and database) for the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    # the first start of a temporary server can take a minute or more on a fresh machine
+    with prefect_test_harness(server_startup_timeout=300):
+        yield
 
 
 @pytest.fixture

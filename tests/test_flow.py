@@ -14,15 +14,6 @@ from conftest import ROOT, TINY, project_env
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    # the first start of a temporary server can take a minute or more on a fresh machine
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
-
-
 def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monkeypatch, prefect_server):
     import mlflow
     from prefect.client.orchestration import get_client
@@ -73,6 +64,15 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
     assert {m.name for m in models} == {"dataset-pseudo", "dataset-full", "dataset-sparse", "dataset-random"}
     loaded = mlflow.pytorch.load_model(f"models:/{models[0].model_id}")
     assert loaded is not None
+
+    # `howlow compare` reads the same store: the budget table and its plot
+    from howlow.params import load_params
+    from howlow.track import compare
+
+    assert compare(load_params("params.yaml"), out_dir=tmp_path / "compare") == {"runs": 1}
+    table = (tmp_path / "compare" / "budgets.csv").read_text().splitlines()
+    assert table[0].startswith("run,dataset,strategy,target") and table[1].startswith(parent.info.run_name)
+    assert (tmp_path / "compare" / "budgets.png").stat().st_size > 0
 
     # the flow's outputs are recorded by DVC: dvc.lock lists every stage and nothing is stale
     lock = (project / "dvc.lock").read_text()

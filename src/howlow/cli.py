@@ -87,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params, args.overrides)
         result = STAGES[args.stage][0](params)
-    except (ParamsError, DataError, FileNotFoundError, PermissionError) as exc:
+    except (ParamsError, DataError) as exc:
         print(f"howlow {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unwritable output folder, disk full, a file where a folder should be ...
+        where = exc.filename or ""
+        print(f"howlow {args.stage}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     if isinstance(result, dict):
         short = {k: v for k, v in result.items() if k in SUMMARY_KEYS} or result

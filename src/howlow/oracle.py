@@ -28,7 +28,7 @@ from scipy import ndimage
 from torch.nn import functional as F
 
 from .data import Prepared, load_prepared
-from .io import EVAL, ORACLE, PREPARED, VOID, read_json, save_torch, write_csv, write_json
+from .io import EVAL, ORACLE, PREPARED, VOID, DataError, read_json, save_torch, write_csv, write_json
 from .metrics import confusion, mean_iou, pixel_accuracy
 from .models import build_model
 from .params import OracleParams, Params
@@ -96,6 +96,8 @@ def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OraclePa
     h, w = label.shape
     n_pixels = h * w
     valid = label != VOID
+    if not valid.any():
+        raise DataError("every pixel is void: there is nothing to reveal")
     x = image_features(image, p)[None]
     per_pixel = p.model == "mlp"
     target = torch.from_numpy(label.astype(np.int64))
@@ -149,9 +151,18 @@ def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OraclePa
 
 
 # --------------------------------------------------------------------------- stage plumbing
+def _code_version() -> str:
+    """Hash of the code an Oracle result depends on, so a code change never reuses old results."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ("oracle.py", "select.py", "models.py", "metrics.py", "data.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def fingerprint(params: Params, image_id: str) -> str:
-    """What an image's result depends on: data import and oracle params (not train/eval params)."""
-    blob = json.dumps({"data": params.data.model_dump(mode="json"),
+    """What an image's result depends on: data import and oracle params (not train/eval params), code."""
+    blob = json.dumps({"data": params.data.model_dump(mode="json"), "code": _code_version(),
                        "oracle": params.oracle.model_dump(mode="json"), "id": image_id}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -164,9 +175,12 @@ def load_result(image_id: str, out_dir: Path = ORACLE) -> dict:
     return read_json(result_path(image_id, out_dir))
 
 
-def oracle_image(params: Params, image_id: str, prepared: Prepared | None = None,
+def oracle_image(params: Params, image_id: str, prepared: Prepared | Path = PREPARED,
                  out_dir: Path = ORACLE) -> dict:
-    """Run (or reuse) the Oracle for one training image; returns its summary row."""
+    """Run (or reuse) the Oracle for one training image; returns its summary row.
+
+    Outputs are written atomically, the json last: a killed run leaves either no result for the image
+    or a complete one, and a rerun with the same fingerprint skips it."""
     out_dir = Path(out_dir)
     fp = fingerprint(params, image_id)
     done = result_path(image_id, out_dir)
@@ -174,12 +188,16 @@ def oracle_image(params: Params, image_id: str, prepared: Prepared | None = None
         previous = read_json(done)
         if previous.get("fingerprint") == fp:
             return previous["summary"]
-    prepared = prepared or load_prepared(PREPARED)
+    if not isinstance(prepared, Prepared):
+        prepared = load_prepared(prepared)
     row = next((r for r in prepared.split("train") if r["id"] == image_id), None)
     if row is None:
         raise KeyError(f"{prepared.root / 'manifest.csv'}: no training image with id {image_id!r}")
     image, label = prepared.image(row), prepared.label(row)
-    run = run_oracle(image, label, prepared.n_classes, params.oracle, image_seed(params.oracle.seed, image_id))
+    try:
+        run = run_oracle(image, label, prepared.n_classes, params.oracle, image_seed(params.oracle.seed, image_id))
+    except DataError as exc:
+        raise DataError(f"{prepared.root / row['label']}: {exc}") from None
     last = run.curve[-1]
     summary = {
         "id": image_id, "height": label.shape[0], "width": label.shape[1],
@@ -194,9 +212,23 @@ def oracle_image(params: Params, image_id: str, prepared: Prepared | None = None
     return summary
 
 
+def remove_stale_temp_files(out_dir: Path = ORACLE, eval_dir: Path = EVAL) -> list[Path]:
+    """Delete the temporary files (`.<name>.<random>.tmp`) that a killed run left behind.
+
+    They are never read as results (a result is only ever a renamed, complete file), but DVC would
+    cache them as part of the `data/oracle` output. Called once every image is done, so no write of
+    this run is in flight."""
+    stale = sorted(Path(out_dir).glob(".*.tmp"))
+    stale += sorted(Path(eval_dir, "plots").glob(".oracle_curves.csv.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def finish_oracle(summaries: list[dict], out_dir: Path = ORACLE, eval_dir: Path = EVAL) -> dict:
     """summary.csv, the plot data of the budget curves, and the aggregate figures (totals.json)."""
     out_dir, eval_dir = Path(out_dir), Path(eval_dir)
+    remove_stale_temp_files(out_dir, eval_dir)
     curves = []
     for s in summaries:
         for point in load_result(s["id"], out_dir)["curve"]:

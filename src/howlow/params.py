@@ -120,6 +120,9 @@ class TrackingParams(_Group):
 class OrchestrationParams(_Group):
     cron: str = "0 3 * * *"
     deployment: str = "howlow-nightly"
+    # Address of an existing Dask scheduler (tcp://host:8786) for the per-image Oracle runs;
+    # empty: $HOWLOW_DASK_ADDRESS, else threads on this machine (one per core).
+    dask_address: str = ""
 
 
 class RuntimeParams(_Group):

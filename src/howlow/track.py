@@ -10,6 +10,7 @@ Logging reads the stage outputs that DVC tracks, so the store can always be rebu
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -60,6 +61,8 @@ def track(params: Params, eval_dir: Path = EVAL, models_dir: Path = MODELS, orac
     from .train import load_model, normalise
 
     mlflow = _setup(params)
+    # torch.export warns about every specialised input dimension; the example's shape is fixed on purpose
+    logging.getLogger("torch._export").setLevel(logging.ERROR)
     metrics = read_json(Path(eval_dir) / "metrics.json")
     summaries = read_csv(Path(oracle_dir) / "summary.csv")
     client = mlflow.MlflowClient()
