@@ -22,7 +22,7 @@ def workdir(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("override, key, rule", [
-    ("oracle.strategy=best", "oracle.strategy", "Input should be 'random', 'random_error' or 'error_center'"),
+    ("oracle.strategy=best", "oracle.strategy", "Input should be 'random', 'random_error', 'error_center', 'margin', 'entropy' or 'pixelpick'"),
     ("oracle.target_accuracy=1.5", "oracle.target_accuracy", "less than or equal to 1"),
     ("oracle.pixels_per_round=-3", "oracle.pixels_per_round", "greater than or equal to 1"),
     ("orcale.seed=1", "orcale", "unknown key"),

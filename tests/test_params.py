@@ -66,7 +66,7 @@ def test_overrides(params_file):
     ("oracle:\n  foo: 1\n", [], "oracle.foo", "unknown key"),
     ("", ["oracle.foo=1"], "oracle.foo", "unknown key"),
     ("colour: red\n", [], "colour", "unknown key"),
-    ("oracle:\n  strategy: nearest\n", [], "oracle.strategy", "'random', 'random_error' or 'error_center'"),
+    ("oracle:\n  strategy: nearest\n", [], "oracle.strategy", "'random', 'random_error', 'error_center', 'margin', 'entropy' or 'pixelpick'"),
     ("", ["oracle.target_accuracy=1.5"], "oracle.target_accuracy", "less than or equal to 1"),
     ("oracle:\n  pixels_per_round: -3\n", [], "oracle.pixels_per_round", "greater than or equal to 1"),
     ("", ["oracle.scales=[1, -2]"], "oracle", "oracle.scales must all be > 0"),

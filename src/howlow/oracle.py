@@ -130,7 +130,8 @@ def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OraclePa
             optim.step()
         net.eval()
         with torch.no_grad():
-            pred = net(x)[0].argmax(0).numpy().astype(np.uint8)
+            prob = net(x)[0].softmax(0).numpy()
+        pred = prob.argmax(0).astype(np.uint8)
         cm = confusion(pred, label, n_classes)
         acc = pixel_accuracy(cm)
         run.curve.append({"round": round_, "revealed": len(run.revealed),
@@ -141,7 +142,7 @@ def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OraclePa
             break
         round_ += 1
         error = (pred != label) & valid
-        new = select_pixels(p.strategy, error, valid, revealed_mask, p.pixels_per_round, rng)
+        new = select_pixels(p.strategy, error, valid, revealed_mask, p.pixels_per_round, rng, prob)
         if len(new) == 0:  # nothing left to reveal: the network cannot fit its own labels
             break
         reveal(new, round_)

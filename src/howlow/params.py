@@ -52,7 +52,7 @@ class ValidateParams(_Group):
     min_class_pixels: int = Field(1, ge=0)
 
 
-Strategy = Literal["random", "random_error", "error_center"]
+Strategy = Literal["random", "random_error", "error_center", "margin", "entropy", "pixelpick"]
 
 
 class OracleParams(_Group):

@@ -1,4 +1,7 @@
-"""The Oracle's pixel selection rules: which pixels to reveal next.
+"""Pixel selection rules: which pixels to reveal next.
+
+Oracle rules (`random`, `random_error`, `error_center`) may look at where the network is wrong;
+uncertainty rules (`margin`, `entropy`, `pixelpick`) only at its class probabilities.
 
 Each rule takes the boolean masks of one image and returns up to `k` new (y, x) positions.
 Candidates are always valid (not void) and not yet revealed, so a pixel is never revealed twice and
@@ -67,12 +70,57 @@ def select_error_center(error: np.ndarray, valid: np.ndarray, revealed: np.ndarr
     return np.array(picked, np.int64).reshape(-1, 2)
 
 
+# --------------------------------------------------------------------------- non-oracle rules
+# These see only the network's class probabilities (C, H, W), never the error map: what a practical
+# annotator could use. The Oracle still supplies the labels of the pixels they pick.
+def uncertainty(prob: np.ndarray, kind: str) -> np.ndarray:
+    """(H, W) uncertainty, larger = less sure: `margin` is 1 - (p1 - p2), `entropy` is -sum p log p."""
+    if kind == "margin":
+        top2 = np.sort(prob, axis=0)[-2:]
+        return 1.0 - (top2[1] - top2[0])
+    if kind == "entropy":
+        return -(prob * np.log(np.clip(prob, 1e-12, 1))).sum(0)
+    raise ValueError(f"unknown uncertainty {kind!r}")
+
+
+def select_most_uncertain(prob: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int,
+                          kind: str) -> np.ndarray:
+    """The k most uncertain unrevealed valid pixels (ties: raster order)."""
+    score = np.where(valid & ~revealed, uncertainty(prob, kind), -np.inf).ravel()
+    n = min(k, int(np.isfinite(score).sum()))
+    idx = np.argsort(-score, kind="stable")[:n]
+    return np.stack(np.unravel_index(idx, valid.shape), 1).astype(np.int64)
+
+
+def select_pixelpick(prob: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int,
+                     rng: np.random.Generator, top: float = 0.05) -> np.ndarray:
+    """PixelPick-style: k at random among the `top` fraction most uncertain (margin) candidates,
+    which spreads the picks instead of clustering them on one ambiguous boundary."""
+    candidates = valid & ~revealed
+    n_top = max(k, int(np.ceil(top * candidates.sum())))
+    pool = np.zeros_like(candidates)
+    chosen = select_most_uncertain(prob, valid, revealed, n_top, "margin")
+    pool[chosen[:, 0], chosen[:, 1]] = True
+    return _pick_random(pool, k, rng)
+
+
+ORACLE_RULES = ("random", "random_error", "error_center")
+UNCERTAINTY_RULES = ("margin", "entropy", "pixelpick")
+
+
 def select_pixels(strategy: str, error: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int,
-                  rng: np.random.Generator) -> np.ndarray:
+                  rng: np.random.Generator, prob: np.ndarray | None = None) -> np.ndarray:
+    """Dispatch on `oracle.strategy`; the uncertainty rules need the class probabilities `prob`."""
     if strategy == "random":
         return select_random(valid, revealed, k, rng)
     if strategy == "random_error":
         return select_random_error(error, valid, revealed, k, rng)
     if strategy == "error_center":
         return select_error_center(error, valid, revealed, k)
-    raise ValueError(f"unknown oracle.strategy {strategy!r} (random, random_error, error_center)")
+    if strategy in UNCERTAINTY_RULES:
+        if prob is None:
+            raise ValueError(f"strategy {strategy!r} needs the network's class probabilities")
+        if strategy == "pixelpick":
+            return select_pixelpick(prob, valid, revealed, k, rng)
+        return select_most_uncertain(prob, valid, revealed, k, strategy)
+    raise ValueError(f"unknown oracle.strategy {strategy!r} ({', '.join(ORACLE_RULES + UNCERTAINTY_RULES)})")
