@@ -44,20 +44,24 @@ class UNet(nn.Module):
 
 
 class PixelMLP(nn.Module):
-    """A per-pixel MLP written as 1x1 convolutions: it sees only its pixel's feature vector, so
-    training touches the revealed pixels alone (fast), and it labels a whole image in one pass."""
+    """A per-pixel MLP: it sees only its pixel's feature vector, so training touches the revealed
+    pixels alone (fast), and it labels a whole image in one pass. `forward` takes (N, C, H, W) like
+    the other networks; `pixels` takes (n, C) feature vectors."""
 
     def __init__(self, in_channels: int, n_classes: int, hidden: int = 64, layers: int = 2):
         super().__init__()
         mods, c = [], in_channels
         for _ in range(layers):
-            mods += [nn.Conv2d(c, hidden, 1), nn.ReLU(inplace=True)]
+            mods += [nn.Linear(c, hidden), nn.ReLU(inplace=True)]
             c = hidden
-        mods.append(nn.Conv2d(c, n_classes, 1))
+        mods.append(nn.Linear(c, n_classes))
         self.net = nn.Sequential(*mods)
 
+    def pixels(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net(f)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class LRASPP(nn.Module):
@@ -76,11 +80,11 @@ class LRASPP(nn.Module):
 
 
 def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
-    """Re-initialise every conv from a private generator: deterministic per image even when several
+    """Re-initialise every conv and linear layer from a private generator: deterministic per image even when several
     images train at once in threads (the global torch RNG would be shared between them)."""
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
                 if m.bias is not None:
                     bound = 1 / math.sqrt(m.weight[0].numel())
