@@ -58,7 +58,7 @@ def main() -> None:
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     h, w = label.shape
     device = f"CPU {platform.processor() or platform.machine()}, {args.threads} threads"
-    print(f"| date | data | images | resolution | mode | s/image | images/hour | peak RSS GiB | revealed % | reached | device |")
+    print("| date | data | images | resolution | mode | s/image | images/hour | peak RSS GiB | revealed % | reached | device |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {date.today()} | {Path(args.source).name} x{args.scale:g} | {len(rows)} | {w}x{h} | sequential | "
           f"{np.mean(seconds):.2f} | {3600 / np.mean(seconds):.0f} | {peak_gib:.2f} | {np.mean(revealed):.3f} | "

@@ -15,25 +15,30 @@ import io
 import sys
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from .data import Prepared, load_prepared
+from .io import (EVAL, MODELS, ORACLE, PREPARED, PSEUDO, atomic_write_bytes, read_csv, read_json, read_label,
+                 write_csv, write_json)
+from .metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
+from .oracle import set_threads
+from .params import Params
+from .train import load_model, predict
 
-from .data import Prepared, load_prepared  # noqa: E402
-from .io import (EVAL, MODELS, ORACLE, PREPARED, PSEUDO, atomic_write_bytes, read_csv,  # noqa: E402
-                 read_json, read_label, write_csv, write_json)
-from .metrics import confusion, iou_per_class, mean_iou, pixel_accuracy  # noqa: E402
-from .oracle import set_threads  # noqa: E402
-from .params import Params  # noqa: E402
-from .train import load_model, predict  # noqa: E402
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def palette(classes: list[dict]) -> np.ndarray:
     """(256, 3) colours: classes.json colours where given, grey-ish defaults else, void black."""
     pal = np.zeros((256, 3), np.uint8)
-    fallback = plt.get_cmap("tab20")
+    fallback = pyplot().get_cmap("tab20")
     for c in classes:
         col = c.get("color", "")
         if isinstance(col, str) and col.startswith("#") and len(col) == 7:
@@ -46,7 +51,7 @@ def palette(classes: list[dict]) -> np.ndarray:
 def save_figure(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -68,7 +73,7 @@ def oracle_figure(prepared: Prepared, row: dict, oracle_dir: Path, pseudo_dir: P
     revealed = np.array(result["revealed"], np.int64).reshape(-1, 4)
     pseudo = read_label(Path(pseudo_dir) / f"{row['id']}.png")
     s = result["summary"]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    fig, axes = pyplot().subplots(1, 4, figsize=(16, 3.6))
     panels = [(image, "image"), (pal[truth], "ground truth"), (image // 2 + 64, f"revealed: {s['revealed']} px "
               f"({s['revealed_pct']:.3f} %)"), (pal[pseudo], f"pseudo-label: acc {s['accuracy']:.3f}")]
     for ax, (arr, title) in zip(axes, panels):
@@ -83,7 +88,7 @@ def oracle_figure(prepared: Prepared, row: dict, oracle_dir: Path, pseudo_dir: P
 
 
 def budget_figure(curves: list[dict], target: float, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for image in dict.fromkeys(r["image"] for r in curves):
         pts = [r for r in curves if r["image"] == image]
         ax.plot([float(p["revealed_pct"]) for p in pts], [float(p["accuracy"]) for p in pts], alpha=0.6, lw=1)
@@ -96,7 +101,7 @@ def budget_figure(curves: list[dict], target: float, path: Path) -> None:
 
 
 def sources_figure(rows: list[dict], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     names = [r["source"] for r in rows]
     bars = ax.bar(names, [r["miou"] for r in rows], color="tab:blue")
     for bar, r in zip(bars, rows):

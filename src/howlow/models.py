@@ -1,5 +1,6 @@
 """Networks trained from scratch: a per-pixel MLP (default per-image Oracle network), a small U-Net
-(Oracle option and default data-set model) and torchvision's LR-ASPP MobileNetV3 built without any pretrained weights."""
+(Oracle option and default data-set model) and torchvision's LR-ASPP MobileNetV3 built without any
+pretrained weights."""
 
 from __future__ import annotations
 

@@ -145,9 +145,9 @@ def compare(params: Params, out_dir: Path = REPORTS / "compare") -> dict:
 
 
 def _compare_figure(rows: list[dict], path: Path) -> None:
-    from .evaluate import plt, save_figure
+    from .evaluate import pyplot, save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for key in dict.fromkeys((r["dataset"], r["strategy"]) for r in rows):
         pts = sorted((r["target"], r["mean_revealed_pct"]) for r in rows if (r["dataset"], r["strategy"]) == key)
         xs, ys = zip(*pts)
