@@ -137,10 +137,18 @@ def pipeline(params_path: str = "params.yaml", source: str | None = None, layout
             "dataset": {k: v["miou"] for k, v in metrics["dataset"].items()}}
 
 
+def deployment(params: Params):
+    """The deployment `howlow serve` serves: the pipeline on params.yaml's `orchestration.cron`, named
+    `orchestration.deployment`, with the run's parameters as defaults (shown in the Prefect UI)."""
+    return pipeline.to_deployment(name=params.orchestration.deployment, cron=params.orchestration.cron,
+                                  parameters=deployment_parameters(params))
+
+
 def serve(params: Params) -> None:
-    """Serve the flow on the cron schedule of params.yaml (shown with its parameters in the Prefect UI)."""
-    pipeline.serve(name=params.orchestration.deployment, cron=params.orchestration.cron,
-                   parameters=deployment_parameters(params))
+    """Serve the flow on the cron schedule of params.yaml (blocks; Ctrl-C stops it)."""
+    from prefect import serve as serve_deployments
+
+    serve_deployments(deployment(params))
 
 
 def deployment_parameters(params: Params) -> dict:

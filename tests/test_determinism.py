@@ -13,7 +13,9 @@ TIMING = {"seconds", "mean_seconds"}  # wall-clock fields: the only ones allowed
 
 
 def oracle_run(folder: Path, *overrides: str) -> Path:
-    write_params(folder)
+    # one torch thread: the same results as with more (same machine, same count), and on a busy 2-core
+    # machine several threads per process make the oracle many times slower
+    write_params(folder, {"runtime": {"threads": 1}})
     for stage in ("prepare", "oracle"):
         done = howlow(stage, *overrides, cwd=folder)
         assert done.returncode == 0, f"howlow {stage} failed in {folder}:\n{done.stderr[-3000:]}"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monkeypatch, prefect_server):
     import mlflow
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 
     env = project_env(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
@@ -33,11 +33,15 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
     n_train = TINY["data"]["synthetic"]["n_train"]
     assert result["oracle"]["images"] == n_train and result["failed_images"] == []
 
-    # Prefect recorded one mapped task run per image
+    # Prefect recorded one mapped task run per image (in the oracle fan-out subflow, a child flow run)
     async def task_names():
         async with get_client() as client:
+            parent = state.state_details.flow_run_id
+            children = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])))
+            assert [c.name for c in children] and all(c.state.is_completed() for c in children)
             runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[parent, *(c.id for c in children)])))
             return [r.name for r in runs]
     names = asyncio.run(task_names())
     assert sum(n.startswith("oracle-syn_train_") for n in names) == n_train

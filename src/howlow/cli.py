@@ -7,6 +7,7 @@ print one clear message and exit with status 2; nothing half-written is left beh
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -76,6 +77,20 @@ SUMMARY_KEYS = ("prepared", "success", "images", "mean_revealed_pct", "mean_reve
                 "mean_accuracy", "run_id")
 
 
+def os_error_message(exc: OSError) -> str:
+    """`<file>: <what is wrong>`; for a file standing where a folder must be, that file (not the
+    temporary path the stage was writing under it)."""
+    what = exc.strerror or str(exc)
+    if not exc.filename:
+        return what
+    path = Path(exc.filename)
+    if exc.errno == errno.ENOTDIR:
+        for blocker in (path, *path.parents):
+            if blocker.exists() and not blocker.is_dir():
+                return f"{blocker}: is a file, but a folder is needed there (writing {path})"
+    return f"{path}: {what}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="howlow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True, metavar="stage")
@@ -91,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"howlow {args.stage}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # unwritable output folder, disk full, a file where a folder should be ...
-        where = exc.filename or ""
-        print(f"howlow {args.stage}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"howlow {args.stage}: error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     if isinstance(result, dict):
         short = {k: v for k, v in result.items() if k in SUMMARY_KEYS} or result

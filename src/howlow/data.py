@@ -263,6 +263,8 @@ def manifest_row(s: Sample, n_classes: int) -> dict:
 def prepare(params: Params, out_dir: Path = PREPARED) -> Path:
     """Import the data set named in `params.data` into `out_dir` (see module docstring)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: is a file, but a folder is needed there (the prepared data set)")
     if params.data.layout == "synthetic":
         samples, classes = synthetic_samples(params)
     else:
@@ -284,9 +286,13 @@ def prepare(params: Params, out_dir: Path = PREPARED) -> Path:
             {"split": split, "class_id": c["id"], "name": c["name"], "pixels": int(class_pixels[i, c["id"]])}
             for i, split in enumerate(SPLITS) for c in classes])
         write_json(tmp / "classes.json", classes)
+        # swap by renames: a crash never leaves a half-written folder (at worst the old one as .<name>.old)
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
         if out_dir.exists():
-            shutil.rmtree(out_dir)
+            out_dir.rename(old)
         tmp.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

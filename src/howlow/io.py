@@ -25,6 +25,10 @@ REPORTS = Path("reports")
 VOID = 255  # canonical void id in prepared labels, whatever the source data set uses
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class DataError(ValueError):
     """Bad input data; the message names the file and the rule it breaks."""
 
@@ -34,6 +38,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs should follow the umask like open()
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

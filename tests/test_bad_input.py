@@ -1,0 +1,177 @@
+"""Bad input through the `howlow` command, one case per test: exit status 2, one clear message naming the
+file (or key) and the rule, no traceback, nothing half-written (no data/prepared after a failed prepare,
+and a previously good data/prepared left as it was). Cases test_cli.py covers already (unknown strategy,
+target_accuracy > 1, an unknown key, a missing classes.json) are not repeated here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, howlow
+
+H, W = 16, 20
+CLASSES = [{"id": 0, "name": "sky", "color": "#0000ff"}, {"id": 1, "name": "road", "color": "#505050"},
+           {"id": 2, "name": "car", "color": "#dc143c"}]
+NAMES = (("train", "a"), ("train", "b"), ("val", "c"))
+
+
+def band_label() -> np.ndarray:
+    """Vertical bands of classes 0, 1, 2: every class occurs in every label, no void."""
+    return (np.arange(W, dtype=np.uint8)[None].repeat(H, 0) * 3 // W).astype(np.uint8)
+
+
+def rgb(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def work(tmp_path) -> Path:
+    """tmp_path with the repo's params.yaml and a good images_labels data set in src/."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    src = tmp_path / "src"
+    for i, (split, stem) in enumerate(NAMES):
+        (src / "images" / split).mkdir(parents=True, exist_ok=True)
+        (src / "labels" / split).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb(i)).save(src / "images" / split / f"{stem}.png")
+        Image.fromarray(band_label()).save(src / "labels" / split / f"{stem}.png")
+    (src / "classes.json").write_text(json.dumps(CLASSES))
+    return tmp_path
+
+
+DATA = ("data.source=src", "data.layout=images_labels")
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def fails(stage: str, cwd: Path, *overrides: str, data: tuple[str, ...] = DATA) -> str:
+    """Run `howlow <stage>`; check it failed cleanly; return its one error message."""
+    done = howlow(stage, *data, *overrides, cwd=cwd)
+    assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-3000:])
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count(f"howlow {stage}: error: ") == 1, done.stderr
+    assert done.stdout == ""
+    # nothing half-written by prepare, whatever the stage
+    assert not (cwd / "data" / ".prepared.tmp").exists()
+    return done.stderr[done.stderr.index(f"howlow {stage}: error: "):]
+
+
+def prepare_ok(cwd: Path) -> None:
+    done = howlow("prepare", *DATA, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+
+
+# --------------------------------------------------------------------------- prepare: unreadable data
+def test_truncated_png_image_fails_and_keeps_previous_prepared(work):
+    prepare_ok(work)
+    before = snapshot(work / "data" / "prepared")
+    bad = Path("src/images/train/b.png")
+    (work / bad).write_bytes((work / bad).read_bytes()[:60])  # cut short
+    err = fails("prepare", work)
+    assert f"{bad}: cannot be read as an image" in err
+    # the good data/prepared of the previous run is untouched
+    assert snapshot(work / "data" / "prepared") == before
+
+
+def test_corrupt_image_bytes_fail_with_nothing_written(work):
+    bad = Path("src/images/val/c.png")
+    (work / bad).write_bytes(b"this is not a PNG file at all")
+    err = fails("prepare", work)
+    assert f"{bad}: cannot be read as an image" in err
+    assert not (work / "data").exists()
+
+
+def test_rgb_colour_mask_fails(work):
+    bad = Path("src/labels/train/a.png")
+    colours = np.array([[0, 0, 255], [80, 80, 80], [220, 20, 60]], np.uint8)
+    Image.fromarray(colours[band_label()]).save(work / bad)
+    err = fails("prepare", work)
+    assert f"{bad}: label maps must be single-channel class ids, got RGB with 3 channels" in err
+    assert not (work / "data").exists()
+
+
+def test_16_bit_labels_fail(work):
+    bad = Path("src/labels/train/b.png")
+    Image.fromarray(band_label().astype(np.uint16)).save(work / bad)
+    assert Image.open(work / bad).mode.startswith("I")  # really a 16-bit PNG
+    err = fails("prepare", work)
+    assert f"{bad}: label maps must be 8-bit class ids (uint8)" in err
+    assert not (work / "data").exists()
+
+
+# --------------------------------------------------------------------------- validate: broken rules
+def test_image_label_size_mismatch_fails_validation(work):
+    bad = Path("src/labels/train/b.png")
+    Image.fromarray(band_label()[:, : W - 2]).save(work / bad)
+    prepare_ok(work)
+    err = fails("validate", work)
+    assert "label width must equal image width:" in err
+    assert f"{Path('data/prepared/train/labels/b.png')} (source: {bad}): label size {W - 2}x{H} != " \
+           f"image size {W}x{H}" in err
+    # only b breaks a rule
+    assert "labels/a.png" not in err and "labels/c.png" not in err
+    summary = json.loads((work / "reports/validation/summary.json").read_text())
+    assert summary["success"] is False and summary["failed"] == ["width_match"]
+
+
+def test_label_ids_out_of_range_fail_validation(work):
+    label = band_label()
+    label[0, :4] = 7  # 3 classes in classes.json: ids 0..2 (and void 255)
+    bad = Path("src/labels/train/a.png")
+    Image.fromarray(label).save(work / bad)
+    prepare_ok(work)
+    err = fails("validate", work)
+    assert "label ids must be class ids 0..2 (classes.json) or void 255:" in err
+    assert f"(source: {bad}): 4 pixels with unknown ids (ids present: 0 1 2 7)" in err
+    summary = json.loads((work / "reports/validation/summary.json").read_text())
+    assert summary["failed"] == ["label_ids_known"]
+
+
+def test_empty_val_split_fails_validation(work):
+    for path in (work / "src/images/val").iterdir():
+        path.unlink()
+    for path in (work / "src/labels/val").iterdir():
+        path.unlink()
+    prepare_ok(work)
+    err = fails("validate", work)
+    assert "the train and val splits must both have images:" in err
+    assert f"{Path('data/prepared/manifest.csv')}: no images in split(s) val" in err
+
+
+# --------------------------------------------------------------------------- params
+def test_unknown_layout_is_a_params_error(work):
+    err = fails("prepare", work, data=("data.source=src", "data.layout=coco"))
+    assert "params.yaml: invalid params" in err
+    assert "data.layout: Input should be 'synthetic', 'segnet' or 'images_labels' (got 'coco')" in err
+    assert not (work / "data").exists()
+
+
+def test_negative_budget_is_a_params_error(work):
+    err = fails("prepare", work, "oracle.max_fraction=-0.1")
+    assert "params.yaml: invalid params" in err
+    assert "oracle.max_fraction: Input should be greater than 0 (got -0.1)" in err
+    assert not (work / "data").exists()
+
+
+# --------------------------------------------------------------------------- unwritable output
+def test_data_is_a_file_so_prepared_cannot_be_created(work):
+    (work / "data").write_text("not a folder")
+    err = fails("prepare", work)
+    # names the file in the way (not only the temporary path prepare was writing under it)
+    assert err.startswith("howlow prepare: error: data: is a file, but a folder is needed there (writing data/")
+    assert (work / "data").read_text() == "not a folder"
+
+
+def test_prepared_is_a_file_fails_and_is_left_alone(work):
+    (work / "data").mkdir()
+    (work / "data/prepared").write_text("someone else's file")
+    err = fails("prepare", work)
+    assert err.startswith("howlow prepare: error: data/prepared: is a file, but a folder is needed there")
+    assert (work / "data/prepared").read_text() == "someone else's file"
+    assert sorted(p.name for p in (work / "data").iterdir()) == ["prepared"]

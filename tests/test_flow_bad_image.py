@@ -1,0 +1,83 @@
+"""One failing image does not sink the others: the whole Prefect flow, on a folder data set where one
+training label is entirely void, completes with that image in `failed_images` (after the task's retries)
+and every other image's results present."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, write_params
+
+pytestmark = pytest.mark.slow
+
+GOOD = ["street_a", "street_b", "street_c"]
+BAD = "all_void"
+
+
+def write_dataset(root) -> None:
+    """images_labels layout: 3 synthetic street scenes + 1 entirely void label in train, 1 scene in val."""
+    from howlow.data import SYNTHETIC_CLASSES, synthetic_scene
+
+    names = [("train", n) for n in GOOD + [BAD]] + [("val", "street_val")]
+    for i, (split, stem) in enumerate(names):
+        image, label = synthetic_scene(np.random.default_rng([7, i]), 48, 64)
+        if stem == BAD:
+            label = np.full_like(label, 255)
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / "images" / split / f"{stem}.png")
+        Image.fromarray(label).save(root / "labels" / split / f"{stem}.png")
+    (root / "classes.json").write_text(json.dumps(SYNTHETIC_CLASSES))
+
+
+def test_flow_completes_without_the_failing_image(tmp_path, monkeypatch, prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    write_dataset(tmp_path / "src")
+    write_params(tmp_path, {
+        "data": {"source": "src", "layout": "images_labels", "void_id": 255},
+        # let the all-void label through validation: the oracle stage is what must cope with it
+        "validate": {"max_void_fraction": 1.0, "min_class_pixels": 0},
+    })
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("HOWLOW_DASK_ADDRESS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT))
+    sys.modules.pop("flows.pipeline", None)
+    from flows.pipeline import pipeline
+
+    state = pipeline(record_in_dvc=False, return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    assert result["failed_images"] == [BAD]
+    assert result["oracle"]["images"] == len(GOOD)
+
+    oracle_dir = tmp_path / "data/oracle"
+    for image_id in GOOD:
+        stored = json.loads((oracle_dir / f"{image_id}.json").read_text())
+        assert stored["revealed"] and stored["summary"]["id"] == image_id
+        assert (oracle_dir / f"{image_id}.pt").is_file()
+        assert (tmp_path / "data/pseudo" / f"{image_id}.png").is_file()
+    assert not (oracle_dir / f"{BAD}.json").exists() and not (oracle_dir / f"{BAD}.pt").exists()
+    with open(oracle_dir / "summary.csv", newline="") as fh:
+        assert [r["id"] for r in csv.DictReader(fh)] == GOOD
+    # the later stages ran on the other images
+    assert set(result["dataset"]) == {"pseudo", "full", "sparse", "random"}
+
+    # the failing image was retried (2 retries) and failed with a message naming its label and the rule
+    async def bad_runs():
+        async with get_client() as client:
+            return await client.read_task_runs(
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[f"oracle-{BAD}"])))
+    runs = asyncio.run(bad_runs())
+    assert len(runs) == 1
+    assert runs[0].state.is_failed() and runs[0].run_count == 3
+    assert "labels/all_void.png: every pixel is void" in runs[0].state.message
