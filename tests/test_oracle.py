@@ -247,6 +247,12 @@ def test_stage_outputs_and_resume(tmp_path, monkeypatch):
     assert new["fingerprint"] != results[ids[0]]["fingerprint"] and new["summary"] == s
     assert s["accuracy"] >= 0.8 and s["revealed"] <= results[ids[0]]["summary"]["revealed"]
 
+    # fewer images: the persisted output folder keeps only this run's images
+    fewer = stage_params(target_accuracy=0.8, max_images=1)
+    assert oracle(fewer)["images"] == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{ids[0]}.json", f"{ids[0]}.pt", "summary.csv", "totals.json"])
+
 
 def test_stale_or_partial_result_is_recomputed(tmp_path, monkeypatch):
     """A json without its .pt (an interrupted run) is not trusted: the image is computed again."""

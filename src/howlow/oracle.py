@@ -214,14 +214,17 @@ def oracle_image(params: Params, image_id: str, prepared: Prepared | Path = PREP
     return summary
 
 
-def remove_stale_temp_files(out_dir: Path = ORACLE, eval_dir: Path = EVAL) -> list[Path]:
-    """Delete the temporary files (`.<name>.<random>.tmp`) that a killed run left behind.
+def remove_stale_files(ids: set[str], out_dir: Path = ORACLE, eval_dir: Path = EVAL) -> list[Path]:
+    """Delete what this run's results must not be mixed with: temporary files (`.<name>.<random>.tmp`)
+    a killed run left behind, and results of images that are no longer in the run.
 
-    They are never read as results (a result is only ever a renamed, complete file), but DVC would
-    cache them as part of the `data/oracle` output. Called once every image is done, so no write of
-    this run is in flight."""
-    stale = sorted(Path(out_dir).glob(".*.tmp"))
-    stale += sorted(Path(eval_dir, "plots").glob(".oracle_curves.csv.*.tmp"))
+    Temporary files are never read as results (a result is only ever a renamed, complete file), but
+    DVC would cache them (and stale images) as part of the persisted `data/oracle` output. Called once
+    every image is done, so no write of this run is in flight."""
+    out_dir = Path(out_dir)
+    stale = sorted(out_dir.glob(".*.tmp")) + sorted(Path(eval_dir, "plots").glob(".oracle_curves.csv.*.tmp"))
+    stale += sorted(p for p in out_dir.glob("*.pt") if p.stem not in ids)
+    stale += sorted(p for p in out_dir.glob("*.json") if p.stem not in ids and p.name != "totals.json")
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -230,7 +233,7 @@ def remove_stale_temp_files(out_dir: Path = ORACLE, eval_dir: Path = EVAL) -> li
 def finish_oracle(summaries: list[dict], out_dir: Path = ORACLE, eval_dir: Path = EVAL) -> dict:
     """summary.csv, the plot data of the budget curves, and the aggregate figures (totals.json)."""
     out_dir, eval_dir = Path(out_dir), Path(eval_dir)
-    remove_stale_temp_files(out_dir, eval_dir)
+    remove_stale_files({s['id'] for s in summaries}, out_dir, eval_dir)
     curves = []
     for s in summaries:
         for point in load_result(s["id"], out_dir)["curve"]:
