@@ -89,3 +89,15 @@ def project(tmp_path) -> Path:
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-qm", "test copy"], dest, env)
     return dest
+
+
+TIMING = {"seconds", "mean_seconds"}  # wall-clock fields: the only ones allowed to differ between runs
+
+
+def untimed(obj):
+    """obj without its timing fields (at any depth)."""
+    if isinstance(obj, dict):
+        return {k: untimed(v) for k, v in obj.items() if k not in TIMING}
+    if isinstance(obj, list):
+        return [untimed(v) for v in obj]
+    return obj

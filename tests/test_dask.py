@@ -11,20 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, write_params
+from conftest import ROOT, untimed, write_params
 
 pytestmark = pytest.mark.slow
 
 N_TRAIN = 4
-TIMING = {"seconds", "mean_seconds"}
-
-
-def untimed(obj):
-    if isinstance(obj, dict):
-        return {k: untimed(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [untimed(v) for v in obj]
-    return obj
 
 
 def prepared_params(folder: Path, *overrides: str):

@@ -7,9 +7,8 @@ import csv
 import json
 from pathlib import Path
 
-from conftest import TINY, howlow, write_params
+from conftest import TINY, howlow, untimed, write_params
 
-TIMING = {"seconds", "mean_seconds"}  # wall-clock fields: the only ones allowed to differ
 
 
 def oracle_run(folder: Path, *overrides: str) -> Path:
@@ -20,15 +19,6 @@ def oracle_run(folder: Path, *overrides: str) -> Path:
         done = howlow(stage, *overrides, cwd=folder)
         assert done.returncode == 0, f"howlow {stage} failed in {folder}:\n{done.stderr[-3000:]}"
     return folder / "data" / "oracle"
-
-
-def untimed(obj):
-    """obj without its timing fields (at any depth)."""
-    if isinstance(obj, dict):
-        return {k: untimed(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [untimed(v) for v in obj]
-    return obj
 
 
 def results(out: Path) -> dict[str, dict]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import howlow, write_params
+from conftest import howlow, untimed, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,6 @@ N_TRAIN = 6
 # several threads per process slow the run down a lot, and this test is about resuming, not speed.
 EXTRA = {"data": {"synthetic": {"n_train": N_TRAIN, "n_val": 2}},
          "oracle": {"target_accuracy": 1.0, "steps_per_round": 100}, "runtime": {"threads": 1}}
-TIMING = {"seconds", "mean_seconds"}
 IDS = [f"syn_train_{i:03d}" for i in range(N_TRAIN)]
 
 
@@ -35,14 +34,6 @@ def prepared_folder(folder: Path) -> Path:
     done = howlow("prepare", cwd=folder)
     assert done.returncode == 0, done.stderr
     return folder / "data" / "oracle"
-
-
-def untimed(obj):
-    if isinstance(obj, dict):
-        return {k: untimed(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [untimed(v) for v in obj]
-    return obj
 
 
 def outputs(out: Path) -> dict:
