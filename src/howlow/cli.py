@@ -8,71 +8,35 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import json
 import sys
 from pathlib import Path
 
 from .io import DataError
-from .params import Params, ParamsError, load_params
+from .params import ParamsError, load_params
 
-
-def _prepare(p: Params):
-    from .data import prepare
-    return {"prepared": str(prepare(p))}
-
-
-def _validate(p: Params):
-    from .validate import validate
-    return validate(p)
-
-
-def _oracle(p: Params):
-    from .oracle import oracle
-    return oracle(p)
-
-
-def _pseudolabel(p: Params):
-    from .pseudolabel import pseudolabel
-    return pseudolabel(p)
-
-
-def _train(p: Params):
-    from .train import train
-    return train(p)
-
-
-def _evaluate(p: Params):
-    from .evaluate import evaluate
-    return evaluate(p)
-
-
-def _track(p: Params):
-    from .track import track
-    return track(p)
-
-
-def _serve(p: Params):
-    sys.path.insert(0, str(Path.cwd()))
-    from flows.pipeline import serve
-    return serve(p)
-
-
-def _compare(p: Params):
-    from .track import compare
-    return compare(p)
-
-
+# stage -> (entry function "module:function", help); imported on use so `howlow --help` is instant
 STAGES = {
-    "prepare": (_prepare, "import the data set (or build the synthetic default) into data/prepared"),
-    "validate": (_validate, "Great Expectations checks of data/prepared; report in reports/validation"),
-    "oracle": (_oracle, "per-image Oracle: reveal pixels until the target accuracy"),
-    "pseudolabel": (_pseudolabel, "label every training pixel with its per-image network"),
-    "train": (_train, "train the data-set network for each label source"),
-    "evaluate": (_evaluate, "val-split metrics, plot data and figures in eval/"),
-    "track": (_track, "log the pipeline run to MLflow (parent run + one nested run per image)"),
-    "compare": (_compare, "print the budget table of all MLflow runs and plot it"),
-    "serve": (_serve, "serve the Prefect pipeline flow on the cron schedule of params.yaml"),
+    "prepare": ("howlow.data:prepare", "import the data set (or build the synthetic default) into data/prepared"),
+    "validate": ("howlow.validate:validate", "Great Expectations checks; report in reports/validation"),
+    "oracle": ("howlow.oracle:oracle", "per-image Oracle: reveal pixels until the target accuracy"),
+    "pseudolabel": ("howlow.pseudolabel:pseudolabel", "label every training pixel with its per-image network"),
+    "train": ("howlow.train:train", "train the data-set network for each label source"),
+    "evaluate": ("howlow.evaluate:evaluate", "val-split metrics, plot data and figures in eval/"),
+    "track": ("howlow.track:track", "log the pipeline run to MLflow (parent run + one nested run per image)"),
+    "compare": ("howlow.track:compare", "print the budget table of all MLflow runs and plot it"),
+    "serve": ("flows.pipeline:serve", "serve the Prefect pipeline flow on the cron schedule of params.yaml"),
 }
+
+
+def entry(stage: str):
+    module, _, function = STAGES[stage][0].partition(":")
+    if module.startswith("flows."):
+        sys.path.insert(0, str(Path.cwd()))  # flows/ lives in the project, not in the package
+    return getattr(importlib.import_module(module), function)
+
+
 SUMMARY_KEYS = ("prepared", "success", "images", "mean_revealed_pct", "mean_revealed_px", "reached_fraction",
                 "mean_accuracy", "run_id")
 
@@ -101,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params, args.overrides)
-        result = STAGES[args.stage][0](params)
+        result = entry(args.stage)(params)
     except (ParamsError, DataError) as exc:
         print(f"howlow {args.stage}: error: {exc}", file=sys.stderr)
         return 2

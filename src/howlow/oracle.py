@@ -13,6 +13,7 @@ skips finished images (same fingerprint) and never reads a half-written result.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -153,6 +154,7 @@ def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OraclePa
 
 
 # --------------------------------------------------------------------------- stage plumbing
+@functools.lru_cache(maxsize=1)
 def _code_version() -> str:
     """Hash of the code an Oracle result depends on, so a code change never reuses old results."""
     here = Path(__file__).parent
