@@ -23,7 +23,7 @@ import torch
 
 from howlow.data import load_prepared, prepare
 from howlow.oracle import image_seed, run_oracle
-from howlow.params import Params
+from howlow.params import Params, apply_override
 
 
 def main() -> None:
@@ -34,15 +34,15 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--set", nargs="*", default=[], metavar="oracle.key=value", help="oracle overrides")
+    ap.add_argument("--set", nargs="*", default=[], metavar="key=value", help="params overrides, e.g. oracle.lr=0.02")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    oracle = {k.removeprefix("oracle."): v for k, v in (s.split("=", 1) for s in args.set)}
-    params = Params.model_validate({
-        "data": {"source": str(Path(args.source).resolve()) if args.source != "synthetic" else "synthetic",
-                 "layout": args.layout, "void_id": args.void_id, "scale": args.scale, "max_train": args.images,
-                 "max_val": 1, "synthetic": {"n_train": args.images, "n_val": 1}},
-        "oracle": oracle})
+    tree = {"data": {"source": str(Path(args.source).resolve()) if args.source != "synthetic" else "synthetic",
+                     "layout": args.layout, "void_id": args.void_id, "scale": args.scale,
+                     "max_train": args.images, "max_val": 1, "synthetic": {"n_train": args.images, "n_val": 1}}}
+    for override in args.set:  # the same key=value syntax (YAML values) as the howlow CLI
+        apply_override(tree, override)
+    params = Params.model_validate(tree)
     with tempfile.TemporaryDirectory() as tmp:
         prepared_dir = prepare(params, Path(tmp) / "prepared")
         prepared = load_prepared(prepared_dir)
