@@ -24,14 +24,14 @@ from howlow.io import ORACLE, PREPARED
 from howlow.params import Params, load_params
 
 
-@task(name="prepare")
-def prepare_task(params: Params) -> str:
-    return str(data.prepare(params))
-
-
-@task(name="validate")
-def validate_task(params: Params) -> dict:
-    return validate.validate(params)
+# The whole-stage tasks are the stage functions themselves (the ones dvc.yaml's commands call).
+prepare_task = task(name="prepare")(data.prepare)
+validate_task = task(name="validate")(validate.validate)
+oracle_summary_task = task(name="oracle-summary")(oracle.finish_oracle)
+pseudolabel_task = task(name="pseudolabel")(pseudolabel.pseudolabel)
+train_task = task(name="train")(train.train)
+evaluate_task = task(name="evaluate")(evaluate.evaluate)
+track_task = task(name="track")(track.track)
 
 
 @task(name="oracle-image", retries=2, retry_delay_seconds=5, task_run_name="oracle-{image_id}")
@@ -66,31 +66,6 @@ def oracle_fanout(params: Params, ids: list[str], root: str) -> tuple[list[dict]
             failed.append(image_id)
             logger.error("oracle failed for %s after retries: %s", image_id, exc)
     return summaries, failed
-
-
-@task(name="oracle-summary")
-def oracle_summary_task(summaries: list[dict]) -> dict:
-    return oracle.finish_oracle(summaries)
-
-
-@task(name="pseudolabel")
-def pseudolabel_task(params: Params) -> dict:
-    return pseudolabel.pseudolabel(params)
-
-
-@task(name="train")
-def train_task(params: Params) -> dict:
-    return train.train(params)
-
-
-@task(name="evaluate")
-def evaluate_task(params: Params) -> dict:
-    return evaluate.evaluate(params)
-
-
-@task(name="track")
-def track_task(params: Params) -> dict:
-    return track.track(params)
 
 
 def dvc_commit() -> str:
