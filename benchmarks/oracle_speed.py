@@ -1,15 +1,22 @@
-"""Oracle speed benchmark: seconds per image, images per hour and peak memory of the per-image Oracle.
+"""Oracle speed benchmark: one image at a time vs G per-image networks per step (howlow.engine).
 
-    python benchmarks/oracle_speed.py                                  # embedded synthetic data
-    python benchmarks/oracle_speed.py --source ../shared/datasets/camvid --layout segnet \
-        --void-id 11 --scale 0.25 --images 8
+    python benchmarks/oracle_speed.py                                   # embedded synthetic data
+    python benchmarks/oracle_speed.py --source ../shared/datasets/camvid --layout segnet \\
+        --void-id 11 --scale 0.25 --images 16 --batch 1 8 16
+    python benchmarks/oracle_speed.py --prepared /path/to/prepared --device cuda --batch 1 32 64
 
-Prints a table (markdown) to paste into benchmarks/RESULTS.md with the machine and date.
+Each batch size runs in a fresh process (so peak memory is its own) on the same images with the same
+params; batch 1 is the same code one image at a time. Prints a markdown table to paste into
+benchmarks/RESULTS.md with the machine and date: seconds per image (wall time of the whole pass over
+the images), images per hour, peak memory, mean budget, and how many images got exactly the revealed
+pixels of batch 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing as mp
 import os
 import platform
 import resource
@@ -22,8 +29,30 @@ import numpy as np
 import torch
 
 from howlow.data import load_prepared, prepare
-from howlow.oracle import image_seed, run_oracle
+from howlow.oracle import image_seed, run_oracle_many
 from howlow.params import Params, apply_override
+
+
+def one_pass(prepared_dir: str, params_tree: dict, batch: int, threads: int, device: str, out: str) -> None:
+    torch.set_num_threads(threads)
+    params = Params.model_validate(params_tree)
+    prepared = load_prepared(Path(prepared_dir))
+    rows = prepared.split("train")
+    results = {}
+    items = ((r["id"], prepared.image(r), prepared.label(r), image_seed(params.oracle.seed, r["id"])) for r in rows)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    run_oracle_many(items, prepared.n_classes, params.oracle, batch,
+                    lambda key, run: results.__setitem__(key, (run.revealed, run.reached, run.curve[-1]["revealed_fraction"])),
+                    device)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
+    label = prepared.label(rows[0])
+    Path(out).write_text(json.dumps({"wall": wall, "peak_rss_gib": peak, "gpu_peak_gib": gpu_peak,
+                                     "images": len(rows), "size": f"{label.shape[1]}x{label.shape[0]}",
+                                     "results": results}))
 
 
 def main() -> None:
@@ -32,37 +61,46 @@ def main() -> None:
     ap.add_argument("--layout", default="synthetic")
     ap.add_argument("--void-id", type=int, default=255)
     ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--prepared", help="an already prepared folder (howlow prepare's output) instead of --source")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--set", nargs="*", default=[], metavar="key=value", help="params overrides, e.g. oracle.lr=0.02")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     tree = {"data": {"source": str(Path(args.source).resolve()) if args.source != "synthetic" else "synthetic",
                      "layout": args.layout, "void_id": args.void_id, "scale": args.scale,
                      "max_train": args.images, "max_val": 1, "synthetic": {"n_train": args.images, "n_val": 1}}}
     for override in args.set:  # the same key=value syntax (YAML values) as the howlow CLI
         apply_override(tree, override)
     params = Params.model_validate(tree)
+    ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
-        prepared_dir = prepare(params, Path(tmp) / "prepared")
-        prepared = load_prepared(prepared_dir)
-        rows = prepared.split("train")
-        seconds, revealed, reached = [], [], []
-        for row in rows:
-            image, label = prepared.image(row), prepared.label(row)
-            t0 = time.perf_counter()
-            run = run_oracle(image, label, prepared.n_classes, params.oracle, image_seed(params.oracle.seed, row["id"]))
-            seconds.append(time.perf_counter() - t0)
-            revealed.append(100 * len(run.revealed) / label.size)
-            reached.append(run.reached)
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    h, w = label.shape
-    device = f"CPU {platform.processor() or platform.machine()}, {args.threads} threads"
-    print("| date | data | images | resolution | mode | s/image | images/hour | peak RSS GiB | revealed % | reached | device |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {date.today()} | {Path(args.source).name} x{args.scale:g} | {len(rows)} | {w}x{h} | sequential | "
-          f"{np.mean(seconds):.2f} | {3600 / np.mean(seconds):.0f} | {peak_gib:.2f} | {np.mean(revealed):.3f} | "
-          f"{np.mean(reached):.0%} | {device} |")
+        prepared_dir = args.prepared or str(prepare(params, Path(tmp) / "prepared"))
+        data = Path(args.source).name if not args.prepared else Path(args.prepared).name
+        rows = []
+        for batch in args.batch:
+            out = Path(tmp) / f"b{batch}.json"
+            proc = ctx.Process(target=one_pass, args=(prepared_dir, tree, batch, args.threads, args.device, str(out)))
+            proc.start()
+            proc.join()
+            if proc.exitcode:
+                raise SystemExit(f"batch {batch}: benchmark process failed (exit {proc.exitcode})")
+            rows.append((batch, json.loads(out.read_text())))
+    base = rows[0][1]["results"]
+    device = (torch.cuda.get_device_name() if args.device == "cuda"
+              else f"CPU {platform.machine()} x{os.cpu_count()}, {args.threads} torch threads")
+    print("| date | data | images | resolution | batch | s/image | images/hour | speed-up | peak RSS GiB | "
+          "peak GPU GiB | revealed % | reached 98 % | same pixels as batch 1 | device |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for batch, r in rows:
+        per_image = r["wall"] / r["images"]
+        res = r["results"]
+        same = sum(res[k][0] == base[k][0] for k in res)
+        print(f"| {date.today()} | {data} x{args.scale:g} | {r['images']} | {r['size']} | {batch} | {per_image:.2f} | "
+              f"{3600 / per_image:.0f} | {rows[0][1]['wall'] / r['wall']:.2f}x | {r['peak_rss_gib']:.2f} | "
+              f"{r['gpu_peak_gib']:.2f} | {100 * np.mean([v[2] for v in res.values()]):.3f} | "
+              f"{np.mean([v[1] for v in res.values()]):.0%} | {same}/{len(res)} | {device} |")
 
 
 if __name__ == "__main__":

@@ -44,25 +44,61 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-class PixelMLP(nn.Module):
-    """A per-pixel MLP: it sees only its pixel's feature vector, so training touches the revealed
-    pixels alone (fast), and it labels a whole image in one pass. `forward` takes (N, C, H, W) like
-    the other networks; `pixels` takes (n, C) feature vectors."""
+class StackedMLP(nn.Module):
+    """G per-pixel MLPs in one module: weights[l] is (G, in, out), biases[l] is (G, 1, out).
+    `forward` maps (G, n, C) features to (G, n, K) logits; `slots` picks a subset (no copy of the
+    others' work)."""
+
+    def __init__(self, groups: int, in_channels: int, n_classes: int, hidden: int = 64, layers: int = 2):
+        super().__init__()
+        dims = [in_channels] + [hidden] * layers + [n_classes]
+        self.weights = nn.ParameterList([nn.Parameter(torch.empty(groups, a, b)) for a, b in zip(dims, dims[1:])])
+        self.biases = nn.ParameterList([nn.Parameter(torch.empty(groups, 1, b)) for b in dims[1:]])
+
+    @property
+    def groups(self) -> int:
+        return self.weights[0].shape[0]
+
+    @torch.no_grad()
+    def reset_slot(self, g: int, generator: torch.Generator) -> None:
+        """nn.Linear's default initialisation for slot g, drawn from the slot's own generator."""
+        for w, b in zip(self.weights, self.biases):
+            fan_in, fan_out = w.shape[1], w.shape[2]
+            weight = torch.empty(fan_out, fan_in)
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+            w[g].copy_(weight.T)
+            b[g].uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), generator=generator)
+
+    def forward(self, f: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if slots is not None:
+                w, b = w[slots], b[slots]
+            f = torch.baddbmm(b, f, w)
+            if i < last:
+                f = f.relu()
+        return f
+
+    def slot_state(self, g: int) -> dict[str, torch.Tensor]:
+        """Slot g as the state dict of a one-slot StackedMLP (what `models.PixelMLP` loads)."""
+        return {k: v[g : g + 1].detach().clone() for k, v in self.state_dict().items()}
+
+
+class PixelMLP(StackedMLP):
+    """One per-pixel MLP (a one-slot StackedMLP, so the Oracle's batched engine and this module compute
+    the same thing the same way). `forward` takes (N, C, H, W) like the other networks; `pixels`
+    takes (n, C) feature vectors."""
 
     def __init__(self, in_channels: int, n_classes: int, hidden: int = 64, layers: int = 2):
-        super().__init__()
-        mods, c = [], in_channels
-        for _ in range(layers):
-            mods += [nn.Linear(c, hidden), nn.ReLU(inplace=True)]
-            c = hidden
-        mods.append(nn.Linear(c, n_classes))
-        self.net = nn.Sequential(*mods)
+        super().__init__(1, in_channels, n_classes, hidden, layers)
 
     def pixels(self, f: torch.Tensor) -> torch.Tensor:
-        return self.net(f)
+        return super().forward(f[None])[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        n, c, h, w = x.shape
+        logits = super().forward(x.permute(0, 2, 3, 1).reshape(1, n * h * w, c))
+        return logits.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 
 class LRASPP(nn.Module):
@@ -97,7 +133,9 @@ def build_model(name: str, in_channels: int, n_classes: int, width: int, depth: 
                 generator: torch.Generator) -> nn.Module:
     """`width`/`depth` are the U-Net's channels and poolings, or the MLP's hidden units and layers."""
     if name == "mlp":
-        return init_weights(PixelMLP(in_channels, n_classes, width, depth), generator)
+        net = PixelMLP(in_channels, n_classes, width, depth)
+        net.reset_slot(0, generator)
+        return net
     if name == "unet":
         return init_weights(UNet(in_channels, n_classes, width, depth), generator)
     if name == "lraspp":

@@ -1,7 +1,9 @@
 """Stage `oracle`: per image, how few revealed pixels does a from-scratch network need?
 
-For each training image a small U-Net is trained from scratch on that image alone, using only the
-pixels the Oracle has revealed. Each round: train, predict, compare with the full label map (void
+For each training image a small network (by default a per-pixel MLP on cues computed from the image;
+`oracle.model: unet` is the convolutional option) is trained from scratch on that image alone, using
+only the pixels the Oracle has revealed. Per-pixel MLPs of several images train at once (howlow.engine,
+`runtime.oracle_batch`); the results are the same as one image at a time. Each round: train, predict, compare with the full label map (void
 excluded); stop at `target_accuracy` or `max_fraction`, else reveal `pixels_per_round` more pixels
 chosen by the selection rule. The budget is the revealed count over all H*W pixels of the image.
 
@@ -20,6 +22,7 @@ import os
 import sys
 import time
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +34,10 @@ from torch.nn import functional as F
 from .data import Prepared, load_prepared
 from .io import EVAL, ORACLE, PREPARED, VOID, DataError, read_json, save_torch, write_csv, write_json
 from .metrics import confusion, mean_iou, pixel_accuracy
-from .models import PixelMLP, build_model
-from .params import OracleParams, Params
-from .select import select_pixels
+from .engine import Job, run_batched
+from .models import build_model
+from .params import OracleParams, Params, ParamsError
+from .select import UNCERTAINTY_RULES, select_pixels
 
 
 def set_threads(params: Params) -> None:
@@ -72,15 +76,6 @@ def oracle_network(p: OracleParams, n_classes: int, seed: int) -> torch.nn.Modul
     return build_model(p.model, n_features(p), n_classes, p.width, p.depth, gen)
 
 
-def revealed_inputs(net: torch.nn.Module, x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor):
-    """A function giving the (n, K) logits at the revealed pixels. A per-pixel network is fed the
-    revealed pixels' features only, gathered once per round rather than once per step."""
-    if isinstance(net, PixelMLP):
-        feats = x[0, :, ys, xs].T.contiguous()
-        return lambda: net.pixels(feats)
-    return lambda: net(x)[0][:, ys, xs].T
-
-
 @dataclass
 class OracleRun:
     """The result of one image's Oracle loop."""
@@ -92,65 +87,125 @@ class OracleRun:
     prediction: np.ndarray | None = None
 
 
+class OracleState:
+    """The Oracle's side of one image, whatever trains the network: it holds the full label map,
+    tells the trainer which pixels are revealed, and after each round scores the prediction, stops at
+    the target or the budget, or reveals more pixels with the selection rule."""
+
+    def __init__(self, label: np.ndarray, n_classes: int, p: OracleParams, seed: int):
+        if not (label != VOID).any():
+            raise DataError("every pixel is void: there is nothing to reveal")
+        self.label, self.n_classes, self.p = label, n_classes, p
+        self.valid = label != VOID
+        self.mask = np.zeros(label.shape, bool)
+        self.rng = np.random.default_rng(seed)
+        self.budget = max(int(p.max_fraction * label.size), p.initial_pixels)
+        self.run = OracleRun()
+        self.round = 0
+        self._reveal(select_pixels("random", self.mask, self.valid, self.mask, p.initial_pixels, self.rng))
+
+    def _reveal(self, points: np.ndarray) -> None:
+        for y, x in points:
+            self.mask[y, x] = True
+            self.run.revealed.append([int(y), int(x), int(self.label[y, x]), self.round])
+
+    def train_pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat (raster-order) indices and classes of the revealed pixels."""
+        flat = np.flatnonzero(self.mask)
+        return flat, self.label.ravel()[flat].astype(np.int64)
+
+    def observe(self, logits: torch.Tensor, loss: float) -> bool:
+        """Score this round's (H*W, K) logits; True when the image is done."""
+        h, w = self.label.shape
+        pred = logits.argmax(1).to(torch.uint8).cpu().numpy().reshape(h, w)
+        cm = confusion(pred, self.label, self.n_classes)
+        acc = pixel_accuracy(cm)
+        n = len(self.run.revealed)
+        self.run.curve.append({"round": self.round, "revealed": n, "revealed_fraction": n / self.label.size,
+                               "accuracy": acc, "miou": mean_iou(cm), "loss": loss})
+        self.run.reached = acc >= self.p.target_accuracy
+        self.run.prediction = pred
+        if self.run.reached or n + self.p.pixels_per_round > self.budget:
+            return True
+        self.round += 1
+        prob = None
+        if self.p.strategy in UNCERTAINTY_RULES:  # only they look at the probabilities
+            prob = logits.float().softmax(1).T.reshape(-1, h, w).cpu().numpy()
+        error = (pred != self.label) & self.valid
+        new = select_pixels(self.p.strategy, error, self.valid, self.mask, self.p.pixels_per_round, self.rng, prob)
+        if len(new) == 0:  # nothing left to reveal: the network cannot fit its own labels
+            return True
+        self._reveal(new)
+        return False
+
+
+def pixel_features(image: np.ndarray, p: OracleParams) -> torch.Tensor:
+    """(H*W, C) cues in raster order: what the per-pixel network sees."""
+    x = image_features(image, p)
+    return x.flatten(1).T.contiguous()
+
+
+def run_oracle_many(items: Iterable[tuple[str, np.ndarray, np.ndarray, int]], n_classes: int,
+                    p: OracleParams, batch_size: int = 1,
+                    on_done: Callable[[str, OracleRun], None] | None = None, device: str = "cpu") -> None:
+    """The Oracle loop on many images, (id, image, label, seed) each, `batch_size` per-image MLPs
+    training at once (howlow.engine). `on_done(id, run)` gets each image's result as soon as it is done;
+    results do not depend on the batch size or on the order of the images."""
+    if p.model != "mlp":
+        for key, image, label, seed in items:
+            on_done(key, run_oracle(image, label, n_classes, p, seed))
+        return
+
+    def jobs():
+        for key, image, label, seed in items:
+            state = OracleState(label, n_classes, p, seed)  # raises DataError for an all-void label
+            yield Job(key, pixel_features(image, p), seed, state)
+
+    def finished(job: Job, state_dict: dict, seconds: float) -> None:
+        run = job.state.run
+        run.model = oracle_network(p, n_classes, 0)
+        run.model.load_state_dict(state_dict)
+        run.seconds = seconds
+        if on_done is not None:
+            on_done(job.key, run)
+
+    run_batched(jobs(), n_features(p), n_classes, p.width, p.depth, p.lr, p.steps_per_round, batch_size,
+                p.warm_start, finished, device)
+
+
 def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OracleParams, seed: int) -> OracleRun:
     """The Oracle loop on one image (see module docstring). Deterministic for a given seed on CPU."""
     t0 = time.perf_counter()
-    h, w = label.shape
-    n_pixels = h * w
-    valid = label != VOID
-    if not valid.any():
-        raise DataError("every pixel is void: there is nothing to reveal")
+    if p.model == "mlp":  # the batched engine with one slot: the same code as a batch
+        out: list[OracleRun] = []
+        run_oracle_many([("image", image, label, seed)], n_classes, p, 1, lambda _, run: out.append(run))
+        out[0].seconds = time.perf_counter() - t0
+        return out[0]
+    state = OracleState(label, n_classes, p, seed)
     x = image_features(image, p)[None]
-    target = torch.from_numpy(label.astype(np.int64))
-    rng = np.random.default_rng(seed)
-    budget = max(int(p.max_fraction * n_pixels), p.initial_pixels)
-
-    revealed_mask = np.zeros((h, w), bool)
-    run = OracleRun()
-
-    def reveal(points: np.ndarray, round_: int) -> None:
-        for y, xx in points:
-            revealed_mask[y, xx] = True
-            run.revealed.append([int(y), int(xx), int(label[y, xx]), round_])
-
-    reveal(select_pixels("random", revealed_mask, valid, revealed_mask, p.initial_pixels, rng), 0)
+    target = torch.from_numpy(label.astype(np.int64)).ravel()
     net = optim = None
-    round_ = 0
     while True:
         if net is None or not p.warm_start:
             net = oracle_network(p, n_classes, seed)
             optim = torch.optim.Adam(net.parameters(), lr=p.lr, fused=True)  # fused: less per-step overhead
-        ys, xs = torch.from_numpy(revealed_mask).nonzero(as_tuple=True)
-        y_true = target[ys, xs]
+        flat, _ = state.train_pixels()
+        idx = torch.from_numpy(flat)
         net.train()
-        logits_at_revealed = revealed_inputs(net, x, ys, xs)
         for _ in range(p.steps_per_round):
             # the loss sees the revealed pixels only
-            loss = F.cross_entropy(logits_at_revealed(), y_true)
+            loss = F.cross_entropy(net(x)[0].flatten(1)[:, idx].T, target[idx])
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
         net.eval()
         with torch.no_grad():
-            prob = net(x)[0].softmax(0).numpy()
-        pred = prob.argmax(0).astype(np.uint8)
-        cm = confusion(pred, label, n_classes)
-        acc = pixel_accuracy(cm)
-        run.curve.append({"round": round_, "revealed": len(run.revealed),
-                          "revealed_fraction": len(run.revealed) / n_pixels,
-                          "accuracy": acc, "miou": mean_iou(cm), "loss": float(loss.detach())})
-        run.reached = acc >= p.target_accuracy
-        if run.reached or len(run.revealed) + p.pixels_per_round > budget:
+            logits = net(x)[0].flatten(1).T
+        if state.observe(logits, float(loss.detach())):
             break
-        round_ += 1
-        error = (pred != label) & valid
-        new = select_pixels(p.strategy, error, valid, revealed_mask, p.pixels_per_round, rng, prob)
-        if len(new) == 0:  # nothing left to reveal: the network cannot fit its own labels
-            break
-        reveal(new, round_)
-    run.model, run.prediction = net, pred
-    run.seconds = time.perf_counter() - t0
-    return run
+    state.run.model = net
+    state.run.seconds = time.perf_counter() - t0
+    return state.run
 
 
 # --------------------------------------------------------------------------- stage plumbing
@@ -179,29 +234,18 @@ def load_result(image_id: str, out_dir: Path = ORACLE) -> dict:
     return read_json(result_path(image_id, out_dir))
 
 
-def oracle_image(params: Params, image_id: str, prepared: Prepared | Path = PREPARED,
-                 out_dir: Path = ORACLE) -> dict:
-    """Run (or reuse) the Oracle for one training image; returns its summary row.
-
-    Outputs are written atomically, the json last: a killed run leaves either no result for the image
-    or a complete one, and a rerun with the same fingerprint skips it."""
-    out_dir = Path(out_dir)
-    fp = fingerprint(params, image_id)
+def _reusable(params: Params, image_id: str, out_dir: Path) -> dict | None:
+    """The stored summary when this image's result is complete and has the same fingerprint."""
     done = result_path(image_id, out_dir)
     if done.is_file() and (out_dir / f"{image_id}.pt").is_file():
         previous = read_json(done)
-        if previous.get("fingerprint") == fp:
+        if previous.get("fingerprint") == fingerprint(params, image_id):
             return previous["summary"]
-    if not isinstance(prepared, Prepared):
-        prepared = load_prepared(prepared)
-    row = next((r for r in prepared.split("train") if r["id"] == image_id), None)
-    if row is None:
-        raise KeyError(f"{prepared.root / 'manifest.csv'}: no training image with id {image_id!r}")
-    image, label = prepared.image(row), prepared.label(row)
-    try:
-        run = run_oracle(image, label, prepared.n_classes, params.oracle, image_seed(params.oracle.seed, image_id))
-    except DataError as exc:
-        raise DataError(f"{prepared.root / row['label']}: {exc}") from None
+    return None
+
+
+def _save_result(params: Params, image_id: str, label: np.ndarray, run: OracleRun, out_dir: Path) -> dict:
+    """Write one image's result (weights first, json last: the json marks it done); its summary row."""
     last = run.curve[-1]
     summary = {
         "id": image_id, "height": label.shape[0], "width": label.shape[1],
@@ -211,9 +255,58 @@ def oracle_image(params: Params, image_id: str, prepared: Prepared | Path = PREP
         "reached": run.reached, "seconds": round(run.seconds, 3),
     }
     save_torch(out_dir / f"{image_id}.pt", run.model.state_dict())
-    write_json(done, {"id": image_id, "fingerprint": fp, "summary": summary, "curve": run.curve,
-                      "revealed": run.revealed})
+    write_json(result_path(image_id, out_dir), {"id": image_id, "fingerprint": fingerprint(params, image_id),
+                                               "summary": summary, "curve": run.curve, "revealed": run.revealed})
     return summary
+
+
+def _train_row(prepared: Prepared, image_id: str) -> dict:
+    row = next((r for r in prepared.split("train") if r["id"] == image_id), None)
+    if row is None:
+        raise KeyError(f"{prepared.root / 'manifest.csv'}: no training image with id {image_id!r}")
+    return row
+
+
+def oracle_images(params: Params, image_ids: list[str], prepared: Prepared | Path = PREPARED,
+                  out_dir: Path = ORACLE, progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run (or reuse) the Oracle for these training images, `runtime.oracle_batch` at a time;
+    their summary rows in the order given.
+
+    Outputs are written atomically as each image finishes, the json last: a killed run leaves either
+    no result for an image or a complete one, and a rerun with the same fingerprint skips it."""
+    out_dir = Path(out_dir)
+    if params.runtime.device == "cuda" and not torch.cuda.is_available():
+        raise ParamsError("runtime.device: 'cuda' is set but torch sees no CUDA device (use 'cpu')")
+    if not isinstance(prepared, Prepared):
+        prepared = load_prepared(prepared)
+    summaries = {i: s for i in image_ids if (s := _reusable(params, i, out_dir)) is not None}
+    for s in summaries.values():
+        if progress:
+            progress(s)
+    todo = [_train_row(prepared, i) for i in image_ids if i not in summaries]
+    labels: dict[str, np.ndarray] = {}
+
+    def items():
+        for row in todo:
+            labels[row["id"]] = label = prepared.label(row)
+            if not (label != VOID).any():
+                raise DataError(f"{prepared.root / row['label']}: every pixel is void: there is nothing to reveal")
+            yield row["id"], prepared.image(row), label, image_seed(params.oracle.seed, row["id"])
+
+    def done(image_id: str, run: OracleRun) -> None:
+        summaries[image_id] = _save_result(params, image_id, labels.pop(image_id), run, out_dir)
+        if progress:
+            progress(summaries[image_id])
+
+    run_oracle_many(items(), prepared.n_classes, params.oracle, params.runtime.oracle_batch, done,
+                    params.runtime.device)
+    return [summaries[i] for i in image_ids]
+
+
+def oracle_image(params: Params, image_id: str, prepared: Prepared | Path = PREPARED,
+                 out_dir: Path = ORACLE) -> dict:
+    """Run (or reuse) the Oracle for one training image (the Prefect flow maps this); its summary row."""
+    return oracle_images(params, [image_id], prepared, out_dir)[0]
 
 
 def remove_stale_files(ids: set[str], out_dir: Path = ORACLE, eval_dir: Path = EVAL) -> list[Path]:
@@ -268,11 +361,11 @@ def oracle(params: Params, out_dir: Path = ORACLE, eval_dir: Path = EVAL) -> dic
     set_threads(params)
     prepared = load_prepared(PREPARED)
     ids = oracle_image_ids(params, prepared)
-    summaries = []
-    for i, image_id in enumerate(ids, 1):
-        s = oracle_image(params, image_id, prepared, out_dir)
-        summaries.append(s)
-        print(f"[oracle {i}/{len(ids)}] {image_id}: {s['revealed']} px ({s['revealed_pct']:.3f} %), "
+    count = iter(range(1, len(ids) + 1))
+
+    def progress(s: dict) -> None:
+        print(f"[oracle {next(count)}/{len(ids)}] {s['id']}: {s['revealed']} px ({s['revealed_pct']:.3f} %), "
               f"acc {s['accuracy']:.4f} {'reached' if s['reached'] else 'NOT reached'}, {s['seconds']:.1f} s",
               file=sys.stderr, flush=True)
-    return finish_oracle(summaries, out_dir, eval_dir)
+
+    return finish_oracle(oracle_images(params, ids, prepared, out_dir, progress), out_dir, eval_dir)

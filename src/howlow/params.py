@@ -126,7 +126,10 @@ class OrchestrationParams(_Group):
 
 
 class RuntimeParams(_Group):
+    # How the work runs, never what it computes: results do not depend on these.
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
+    oracle_batch: int = Field(8, ge=1, description="per-image Oracle networks trained at once")
+    device: Literal["cpu", "cuda"] = "cpu"
 
 
 class Params(_Group):

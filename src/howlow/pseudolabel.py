@@ -25,8 +25,9 @@ def predict_image(params: Params, image: np.ndarray, n_classes: int, state_dict:
     net.load_state_dict(state_dict)
     net.eval()
     with torch.no_grad():
-        prob = net(image_features(image, params.oracle)[None])[0].softmax(0)
-    conf, labels = prob.max(0)
+        logits = net(image_features(image, params.oracle)[None])[0]
+    # labels from the logits, as the Oracle scored them (softmax could round two classes into a tie)
+    labels, conf = logits.argmax(0), logits.softmax(0).amax(0)
     return labels.numpy().astype(np.uint8), conf.numpy()
 
 

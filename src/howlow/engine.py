@@ -1,0 +1,167 @@
+"""Batched per-image training: G independent per-pixel MLPs advance in one step.
+
+The Oracle trains one small network per image for hundreds of tiny steps; one image at a time, the
+step is all per-kernel overhead (CPU) or an idle GPU. Here the networks of G images are stacked:
+every layer's weights are one (G, in, out) tensor, a step is a few batched matmuls over all slots,
+and each slot has its own revealed pixels (padded, masked), its own Adam state and step count, and
+its own stopping rule. A slot whose image is done takes the next image at once (continuous
+batching), so the batch stays full. Images of different sizes work: only the revealed pixels enter
+a step, and the full-image predictions are padded per chunk.
+
+Slots never mix: slot g's loss depends on slot g's parameters only, padding rows carry zero weight,
+and the optimizer is element-wise. A batch of G images gives the same revealed pixels as G runs of
+one image (tests/test_engine.py checks this bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .models import StackedMLP
+
+# Full-image predictions run in chunks of slots holding at most this many pixels in all: bounds the
+# activations' memory (pixels x hidden x 4 bytes, ~1 GiB at width 64) whatever the batch size.
+PREDICT_PIXELS = 4_000_000
+
+
+class SlotAdam:
+    """Adam (PyTorch's defaults, no weight decay) with per-slot moments and step counts, so a slot
+    restarted on a new image starts its optimizer afresh while the others go on."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = torch.zeros(params[0].shape[0], device=params[0].device)
+
+    def reset_slot(self, g: int) -> None:
+        for m, v in zip(self.m, self.v):
+            m[g].zero_()
+            v[g].zero_()
+        self.t[g] = 0
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor) -> None:
+        """One update of the `active` slots (bool, (G,)); the others keep their parameters."""
+        b1, b2 = self.betas
+        self.t += active
+        t = self.t.clamp(min=1).view(-1, 1, 1)
+        step_size = (self.lr / (1 - b1**t)) * active.view(-1, 1, 1)
+        bc2_sqrt = (1 - b2**t).sqrt()
+        for p, m, v in zip(self.params, self.m, self.v):
+            g = p.grad
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.sub_(step_size * m / (v.sqrt() / bc2_sqrt + self.eps))
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+@dataclass
+class Job:
+    """One image for the engine: `features` (H*W, C) flattened in raster order, and the callbacks of
+    its Oracle (howlow.oracle.OracleState): which pixels to train on, and what to do with a
+    prediction (returns True when the image is done)."""
+
+    key: str
+    features: torch.Tensor
+    seed: int
+    state: object  # OracleState: .train_pixels() -> (flat indices, classes), .observe(logits) -> done
+
+
+def predict(model: StackedMLP, feats: list[torch.Tensor], slots: list[int]) -> Iterator[tuple[int, torch.Tensor]]:
+    """(slot, (H*W, K) logits) for each slot, batched in chunks of at most PREDICT_PIXELS pixels;
+    images of different sizes are zero-padded to the chunk's largest."""
+    chunk: list[int] = []
+
+    def run(chunk):
+        n_max = max(len(feats[g]) for g in chunk)
+        x = feats[chunk[0]].new_zeros(len(chunk), n_max, feats[chunk[0]].shape[1])
+        for i, g in enumerate(chunk):
+            x[i, : len(feats[g])] = feats[g]
+        with torch.no_grad():
+            logits = model(x, torch.tensor(chunk, device=x.device))
+        for i, g in enumerate(chunk):
+            yield g, logits[i, : len(feats[g])]
+
+    for g in slots:
+        if chunk and (len(chunk) + 1) * max(len(feats[s]) for s in chunk + [g]) > PREDICT_PIXELS:
+            yield from run(chunk)
+            chunk = []
+        chunk.append(g)
+    if chunk:
+        yield from run(chunk)
+
+
+def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: int, layers: int, lr: float,
+                steps_per_round: int, batch_size: int, warm_start: bool = True,
+                on_done: Callable[[Job, dict, float], None] | None = None,
+                device: str | torch.device = "cpu") -> None:
+    """Run every job's Oracle loop, `batch_size` images at a time with continuous batching.
+
+    One tick = one round for every active slot: train `steps_per_round` steps on its revealed pixels,
+    predict its whole image, hand the logits to its OracleState (which scores, stops or reveals).
+    `on_done(job, slot_state_dict, seconds)` is called as soon as an image is done."""
+    queue = iter(jobs)
+    model = StackedMLP(batch_size, n_features, n_classes, hidden, layers).to(device)
+    adam = SlotAdam(list(model.parameters()), lr)
+    slot_job: list[Job | None] = [None] * batch_size
+    slot_feats: list[torch.Tensor | None] = [None] * batch_size
+    slot_t0 = [0.0] * batch_size
+
+    def restart(g: int) -> None:
+        # every (re)start draws from the image's own generator: the same weights whatever the slot
+        model.reset_slot(g, torch.Generator().manual_seed(slot_job[g].seed))
+        adam.reset_slot(g)
+
+    def fill(g: int) -> None:
+        slot_t0[g] = time.perf_counter()
+        slot_job[g] = job = next(queue, None)
+        slot_feats[g] = None if job is None else job.features.to(device)
+        if job is not None:
+            restart(g)
+
+    for g in range(batch_size):
+        fill(g)
+    while any(j is not None for j in slot_job):
+        active = [g for g in range(batch_size) if slot_job[g] is not None]
+        if not warm_start:
+            for g in active:
+                restart(g)
+        # the revealed pixels of every slot, padded to the largest count; padding has weight 0
+        picks = [slot_job[g].state.train_pixels() for g in active]
+        n_max = max(len(idx) for idx, _ in picks)
+        x = torch.zeros(batch_size, n_max, n_features, device=device)
+        y = torch.zeros(batch_size, n_max, dtype=torch.long, device=device)
+        weight = torch.zeros(batch_size, n_max, device=device)
+        for g, (idx, cls) in zip(active, picks):
+            n = len(idx)
+            x[g, :n] = slot_feats[g][torch.as_tensor(idx, device=device)]
+            y[g, :n] = torch.as_tensor(cls, device=device)
+            weight[g, :n] = 1.0 / n  # mean over the slot's own pixels
+        on = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        on[active] = True
+        for _ in range(steps_per_round):
+            logits = model(x)
+            # sum of per-slot means: each slot's gradient is that of its own mean loss
+            loss = (F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none") * weight.flatten()).sum()
+            adam.zero_grad()
+            loss.backward()
+            adam.step(on)
+        # each slot's last training loss over its own pixels only (a sum over padding would round differently)
+        ce = F.cross_entropy(logits.detach().flatten(0, 1), y.flatten(), reduction="none").view(batch_size, n_max)
+        losses = {g: float((ce[g, : len(idx)] * weight[g, : len(idx)]).sum()) for g, (idx, _) in zip(active, picks)}
+        for g, logits_g in predict(model, slot_feats, active):
+            job = slot_job[g]
+            if job.state.observe(logits_g, float(losses[g])):
+                if on_done is not None:
+                    on_done(job, model.slot_state(g), time.perf_counter() - slot_t0[g])
+                fill(g)

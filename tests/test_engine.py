@@ -1,0 +1,154 @@
+"""The batched engine (howlow.engine): G per-image networks in one step give the same results as one
+image at a time, slots are independent, and a finished slot takes the next image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from howlow.data import synthetic_scene
+from howlow.engine import SlotAdam
+from howlow.models import PixelMLP, StackedMLP
+from howlow.oracle import run_oracle, run_oracle_many
+from howlow.params import Params
+
+K = 6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def images(sizes):
+    return [(f"im{i}", *synthetic_scene(np.random.default_rng(10 + i), h, w), 100 + i) for i, (h, w) in enumerate(sizes)]
+
+
+def params(**update):
+    return Params().oracle.model_copy(update={"target_accuracy": 0.95, "max_fraction": 0.2, **update})
+
+
+def batched(items, p, batch_size):
+    runs, order = {}, []
+
+    def done(key, run):
+        runs[key] = run
+        order.append(key)
+
+    run_oracle_many(items, K, p, batch_size, done)
+    return runs, order
+
+
+def assert_same(a, b, exact=True):
+    """Same revealed pixels (order included), accuracies and predictions. Weights and losses: bit for
+    bit when every slot trains on the same number of pixels; otherwise the padded GEMM of the last
+    layer's weight gradient may sum in another order, so they agree to float rounding."""
+    assert a.revealed == b.revealed
+    assert [c["accuracy"] for c in a.curve] == [c["accuracy"] for c in b.curve]
+    assert a.reached == b.reached
+    np.testing.assert_array_equal(a.prediction, b.prediction)
+    loss_a, loss_b = [c["loss"] for c in a.curve], [c["loss"] for c in b.curve]
+    if exact:
+        assert loss_a == loss_b
+        for k, v in a.model.state_dict().items():
+            assert torch.equal(v, b.model.state_dict()[k]), k
+    else:
+        np.testing.assert_allclose(loss_a, loss_b, rtol=1e-4, atol=1e-6)
+        for k, v in a.model.state_dict().items():
+            torch.testing.assert_close(v, b.model.state_dict()[k], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy", ["error_center", "random_error", "margin"])
+def test_batch_of_three_equals_three_sequential_runs(strategy):
+    """Bit for bit on CPU: revealed pixels (order included), accuracies, losses, predictions, weights
+    (the three images reveal the same number of pixels per round, so no slot is padded)."""
+    items = images([(48, 64)] * 3)
+    p = params(strategy=strategy)
+    runs, _ = batched(items, p, 3)
+    for key, image, label, seed in items:
+        assert_same(runs[key], run_oracle(image, label, K, p, seed))
+    # the images really differ, so equality is not trivial
+    assert len({tuple(map(tuple, r.revealed)) for r in runs.values()}) == 3
+
+
+def test_images_of_different_sizes_and_continuous_batching():
+    """Two slots, four images of three sizes: finished slots take the next image, results unchanged."""
+    items = images([(40, 56), (64, 48), (40, 56), (72, 80)])
+    p = params()
+    runs, order = batched(items, p, 2)
+    assert sorted(order) == [k for k, *_ in items]
+    for key, image, label, seed in items:
+        assert runs[key].prediction.shape == label.shape
+        assert_same(runs[key], run_oracle(image, label, K, p, seed), exact=False)
+
+
+def test_restart_each_round_is_batched_too():
+    items = images([(40, 56)] * 2)
+    p = params(warm_start=False, max_fraction=0.05)
+    runs, _ = batched(items, p, 2)
+    for key, image, label, seed in items:
+        assert_same(runs[key], run_oracle(image, label, K, p, seed))
+
+
+def test_slots_do_not_leak_into_each_other():
+    """Slot 0's gradient and Adam update do not depend on what the other slot trains on."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 30, 5)
+    outs = []
+    for other in (0, 1):
+        net = StackedMLP(2, 5, 3, 8, 2)
+        for g in range(2):
+            net.reset_slot(g, torch.Generator().manual_seed(g))
+        adam = SlotAdam(list(net.parameters()), 0.01)
+        y = torch.stack([torch.zeros(30, dtype=torch.long), torch.full((30,), 2 * other)])
+        for _ in range(3):
+            loss = torch.nn.functional.cross_entropy(net(x).flatten(0, 1), y.flatten(), reduction="sum")
+            adam.zero_grad()
+            loss.backward()
+            adam.step(torch.tensor([True, True]))
+        outs.append(net.slot_state(0))
+    for k in outs[0]:
+        assert torch.equal(outs[0][k], outs[1][k])
+
+
+def test_slot_adam_matches_torch_adam():
+    """Per-slot Adam is PyTorch's Adam (same defaults), up to float rounding."""
+    torch.manual_seed(0)
+    w = torch.randn(1, 4, 3, requires_grad=True)
+    ref = w.detach().clone().requires_grad_(True)
+    ours, theirs = SlotAdam([w], 0.05), torch.optim.Adam([ref], lr=0.05)
+    for step in range(20):
+        data = torch.randn(4)
+        for param, opt in ((w, ours), (ref, theirs)):
+            param.grad = None
+            ((param[0].T @ data) ** 2).sum().backward()
+            opt.step(torch.tensor([True])) if opt is ours else opt.step()
+    torch.testing.assert_close(w, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_inactive_slot_is_frozen_and_restarts_clean():
+    net = StackedMLP(2, 3, 2, 4, 1)
+    for g in range(2):
+        net.reset_slot(g, torch.Generator().manual_seed(g))
+    adam = SlotAdam(list(net.parameters()), 0.1)
+    before = net.slot_state(1)
+    net(torch.randn(2, 5, 3)).sum().backward()
+    adam.step(torch.tensor([True, False]))
+    after = net.slot_state(1)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert adam.t.tolist() == [1, 0]
+    adam.reset_slot(0)
+    assert adam.t.tolist() == [0, 0] and all(m[0].abs().sum() == 0 for m in adam.m)
+
+
+def test_pixel_mlp_is_a_one_slot_stack():
+    """The stored per-image network (PixelMLP) labels an image exactly as the engine predicted it."""
+    net = PixelMLP(5, 3, 8, 2)
+    net.reset_slot(0, torch.Generator().manual_seed(0))
+    x = torch.randn(1, 5, 7, 9)
+    feats = x[0].flatten(1).T.contiguous()
+    assert torch.equal(net(x)[0].flatten(1).T, net.pixels(feats))
