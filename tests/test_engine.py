@@ -152,3 +152,27 @@ def test_pixel_mlp_is_a_one_slot_stack():
     x = torch.randn(1, 5, 7, 9)
     feats = x[0].flatten(1).T.contiguous()
     assert torch.equal(net(x)[0].flatten(1).T, net.pixels(feats))
+
+
+def test_class_balance_weighs_each_revealed_class_equally():
+    from howlow.oracle import OracleState
+
+    label = np.zeros((10, 10), np.uint8)
+    label[:, 8:] = 1  # class 1 is a fifth of the image
+    state = OracleState(label, 2, params(initial_pixels=30, class_balance=True), seed=0)
+    _, cls, w = state.train_pixels()
+    assert 0 < (cls == 1).sum() < (cls == 0).sum()
+    assert w.sum() == pytest.approx(1) and w[cls == 0].sum() == pytest.approx(0.5) == w[cls == 1].sum()
+    plain = OracleState(label, 2, params(initial_pixels=30), seed=0).train_pixels()[2]
+    assert np.allclose(plain, 1 / 30)
+
+
+def test_round_growth_reveals_a_share_of_what_is_revealed():
+    image, label = synthetic_scene(np.random.default_rng(3), 48, 64)
+    p = params(round_growth=0.5, pixels_per_round=2, target_accuracy=0.999, max_fraction=0.3)
+    run = run_oracle(image, label, K, p, seed=1)
+    sizes = np.bincount([r for *_, r in run.revealed])
+    # each round adds max(2, ceil(0.5 x revealed so far)) pixels (error_center may find fewer)
+    for r in range(1, len(sizes)):
+        assert sizes[r] <= max(2, int(np.ceil(0.5 * sizes[:r].sum())))
+    assert sizes[1] == 10 and len(sizes) < 12  # 20 initial -> 10, then growing rounds

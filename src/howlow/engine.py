@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -74,7 +73,7 @@ class Job:
     key: str
     features: torch.Tensor
     seed: int
-    state: object  # OracleState: .train_pixels() -> (flat indices, classes), .observe(logits) -> done
+    state: object  # OracleState: .train_pixels() -> (flat indices, classes, weights), .observe(logits, loss) -> done
 
 
 def predict(model: StackedMLP, feats: list[torch.Tensor], slots: list[int]) -> Iterator[tuple[int, torch.Tensor]]:
@@ -138,15 +137,15 @@ def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: in
                 restart(g)
         # the revealed pixels of every slot, padded to the largest count; padding has weight 0
         picks = [slot_job[g].state.train_pixels() for g in active]
-        n_max = max(len(idx) for idx, _ in picks)
+        n_max = max(len(idx) for idx, *_ in picks)
         x = torch.zeros(batch_size, n_max, n_features, device=device)
         y = torch.zeros(batch_size, n_max, dtype=torch.long, device=device)
         weight = torch.zeros(batch_size, n_max, device=device)
-        for g, (idx, cls) in zip(active, picks):
+        for g, (idx, cls, w) in zip(active, picks):
             n = len(idx)
             x[g, :n] = slot_feats[g][torch.as_tensor(idx, device=device)]
             y[g, :n] = torch.as_tensor(cls, device=device)
-            weight[g, :n] = 1.0 / n  # mean over the slot's own pixels
+            weight[g, :n] = torch.as_tensor(w, device=device)  # the slot's own weights, summing to 1
         on = torch.zeros(batch_size, dtype=torch.bool, device=device)
         on[active] = True
         for _ in range(steps_per_round):
@@ -158,7 +157,7 @@ def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: in
             adam.step(on)
         # each slot's last training loss over its own pixels only (a sum over padding would round differently)
         ce = F.cross_entropy(logits.detach().flatten(0, 1), y.flatten(), reduction="none").view(batch_size, n_max)
-        losses = {g: float((ce[g, : len(idx)] * weight[g, : len(idx)]).sum()) for g, (idx, _) in zip(active, picks)}
+        losses = {g: float((ce[g, : len(idx)] * weight[g, : len(idx)]).sum()) for g, (idx, *_) in zip(active, picks)}
         for g, logits_g in predict(model, slot_feats, active):
             job = slot_job[g]
             if job.state.observe(logits_g, float(losses[g])):

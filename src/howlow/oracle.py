@@ -109,10 +109,21 @@ class OracleState:
             self.mask[y, x] = True
             self.run.revealed.append([int(y), int(x), int(self.label[y, x]), self.round])
 
-    def train_pixels(self) -> tuple[np.ndarray, np.ndarray]:
-        """Flat (raster-order) indices and classes of the revealed pixels."""
+    def train_pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat (raster-order) indices, classes and loss weights (summing to 1) of the revealed pixels.
+        With `class_balance` every revealed class weighs the same, however few of its pixels are shown."""
         flat = np.flatnonzero(self.mask)
-        return flat, self.label.ravel()[flat].astype(np.int64)
+        cls = self.label.ravel()[flat].astype(np.int64)
+        if self.p.class_balance:
+            counts = np.bincount(cls, minlength=self.n_classes)
+            weight = 1.0 / (counts[cls] * np.count_nonzero(counts))
+        else:
+            weight = np.full(len(flat), 1.0 / len(flat))
+        return flat, cls, weight.astype(np.float32)
+
+    def next_round_size(self) -> int:
+        """pixels_per_round, or a share of what is already revealed when `round_growth` asks for more."""
+        return max(self.p.pixels_per_round, int(np.ceil(self.p.round_growth * len(self.run.revealed))))
 
     def observe(self, logits: torch.Tensor, loss: float) -> bool:
         """Score this round's (H*W, K) logits; True when the image is done."""
@@ -125,14 +136,15 @@ class OracleState:
                                "accuracy": acc, "miou": mean_iou(cm), "loss": loss})
         self.run.reached = acc >= self.p.target_accuracy
         self.run.prediction = pred
-        if self.run.reached or n + self.p.pixels_per_round > self.budget:
+        k = self.next_round_size()
+        if self.run.reached or n + k > self.budget:
             return True
         self.round += 1
         prob = None
         if self.p.strategy in UNCERTAINTY_RULES:  # only they look at the probabilities
             prob = logits.float().softmax(1).T.reshape(-1, h, w).cpu().numpy()
         error = (pred != self.label) & self.valid
-        new = select_pixels(self.p.strategy, error, self.valid, self.mask, self.p.pixels_per_round, self.rng, prob)
+        new = select_pixels(self.p.strategy, error, self.valid, self.mask, k, self.rng, prob)
         if len(new) == 0:  # nothing left to reveal: the network cannot fit its own labels
             return True
         self._reveal(new)
@@ -189,12 +201,12 @@ def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OraclePa
         if net is None or not p.warm_start:
             net = oracle_network(p, n_classes, seed)
             optim = torch.optim.Adam(net.parameters(), lr=p.lr, fused=True)  # fused: less per-step overhead
-        flat, _ = state.train_pixels()
-        idx = torch.from_numpy(flat)
+        flat, _, weight = state.train_pixels()
+        idx, weight = torch.from_numpy(flat), torch.from_numpy(weight)
         net.train()
         for _ in range(p.steps_per_round):
             # the loss sees the revealed pixels only
-            loss = F.cross_entropy(net(x)[0].flatten(1)[:, idx].T, target[idx])
+            loss = (F.cross_entropy(net(x)[0].flatten(1)[:, idx].T, target[idx], reduction="none") * weight).sum()
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -214,7 +226,7 @@ def _code_version() -> str:
     """Hash of the code an Oracle result depends on, so a code change never reuses old results."""
     here = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in ("oracle.py", "select.py", "models.py", "metrics.py", "data.py"):
+    for name in ("oracle.py", "engine.py", "select.py", "models.py", "metrics.py", "data.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
 
