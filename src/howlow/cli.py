@@ -26,6 +26,8 @@ STAGES = {
     "evaluate": ("howlow.evaluate:evaluate", "val-split metrics, plot data and figures in eval/"),
     "track": ("howlow.track:track", "log the pipeline run to MLflow (parent run + one nested run per image)"),
     "compare": ("howlow.track:compare", "print the budget table of all MLflow runs and plot it"),
+    "budget": ("howlow.budget:budget", "per-image Oracle budget over rules and seeds -> reports/oracle_budget.md"),
+    "study": ("howlow.study:study", "data-set level comparison over budgets and seeds -> reports/dataset_level.md"),
     "serve": ("flows.pipeline:serve", "serve the Prefect pipeline flow on the cron schedule of params.yaml"),
 }
 

@@ -72,6 +72,9 @@ class OracleParams(_Group):
     scales: list[float] = [1.0, 2.0, 4.0, 8.0]
     coords: bool = True
     warm_start: bool = True  # keep training the same network across rounds (else restart each round)
+    # reveal max(pixels_per_round, round_growth x revealed so far) per round: fewer rounds on big images
+    round_growth: float = Field(0.0, ge=0, le=1)
+    class_balance: bool = False  # weigh each revealed class equally in the loss
     seed: int = 0
     max_images: int = Field(0, ge=0, description="0 = every training image")
 
@@ -82,7 +85,7 @@ class OracleParams(_Group):
         return self
 
 
-LabelSource = Literal["full", "pseudo", "sparse", "random"]
+LabelSource = Literal["full", "pseudo", "confident", "sparse", "random"]
 
 
 class TrainParams(_Group):
@@ -97,6 +100,9 @@ class TrainParams(_Group):
     lr: float = Field(2e-3, gt=0)
     augment: bool = True
     seed: int = 0
+    # label source `confident`: pseudo-labels whose per-image network confidence (max softmax) is at
+    # least this; the other pixels are left unlabelled
+    confidence: float = Field(0.9, ge=0, le=1)
 
     @model_validator(mode="after")
     def _sources_unique(self):
@@ -104,6 +110,41 @@ class TrainParams(_Group):
             raise ValueError("train.label_sources must be a non-empty list without repeats")
         if self.crop and (len(self.crop) != 2 or min(self.crop) < 8):
             raise ValueError("train.crop must be [] or [height, width], each >= 8")
+        return self
+
+
+class StudyParams(_Group):
+    """`howlow study`: the data-set level comparison over budgets and seeds."""
+    targets: list[float] = [0.9, 0.95, 0.98]  # Oracle targets, i.e. annotation budgets
+    seeds: list[int] = [0, 1, 2]  # data-set training seeds
+    label_sources: list[LabelSource] = ["full", "pseudo", "confident", "sparse", "random"]
+
+    @model_validator(mode="after")
+    def _valid(self):
+        if not self.targets or any(not 0 < t <= 1 for t in self.targets):
+            raise ValueError("study.targets must be a non-empty list of accuracies in (0, 1]")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("study.seeds must be a non-empty list without repeats")
+        if not self.label_sources or len(set(self.label_sources)) != len(self.label_sources):
+            raise ValueError("study.label_sources must be a non-empty list without repeats")
+        return self
+
+
+class BudgetParams(_Group):
+    """`howlow budget`: the per-image Oracle budget report over selection rules and seeds."""
+    strategies: list[Strategy] = ["error_center", "random_error", "random", "pixelpick"]
+    seeds: list[int] = [0, 1, 2]
+    split: Literal["train", "val"] = "val"
+    images: int = Field(30, ge=0, description="the first N images of the split; 0 = all")
+    training_order: bool = True  # also train on the revealed pixels in reveal order / all at once / shuffled
+    tag: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$", description="report name suffix, e.g. for ablations")
+
+    @model_validator(mode="after")
+    def _valid(self):
+        if not self.strategies or len(set(self.strategies)) != len(self.strategies):
+            raise ValueError("budget.strategies must be a non-empty list without repeats")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("budget.seeds must be a non-empty list without repeats")
         return self
 
 
@@ -139,6 +180,8 @@ class Params(_Group):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     tracking: TrackingParams = TrackingParams()
+    study: StudyParams = StudyParams()
+    budget: BudgetParams = BudgetParams()
     orchestration: OrchestrationParams = OrchestrationParams()
     runtime: RuntimeParams = RuntimeParams()
 

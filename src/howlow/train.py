@@ -3,6 +3,8 @@
 Label sources (all on the same training images, the ones the Oracle annotated, so the comparison is fair):
   full    the ground-truth label maps
   pseudo  the per-image networks' labels for every pixel (annotation cost: the revealed pixels)
+  confident  pseudo-labels where the per-image network is at least `train.confidence` sure, else
+          unlabelled (same cost as pseudo)
   sparse  only the revealed pixels; the loss ignores every other pixel
   random  as many pixels per image as were revealed, chosen uniformly at random among valid pixels
 
@@ -38,6 +40,11 @@ def label_map(source: str, params: Params, prepared: Prepared, row: dict, oracle
         return truth
     if source == "pseudo":
         return read_label(Path(pseudo_dir) / f"{row['id']}.png")
+    if source == "confident":
+        target = read_label(Path(pseudo_dir) / f"{row['id']}.png").copy()
+        conf = read_label(Path(pseudo_dir) / f"{row['id']}_conf.png")  # confidence x 255
+        target[conf < round(params.train.confidence * 255)] = VOID
+        return target
     revealed = np.array(read_json(Path(oracle_dir) / f"{row['id']}.json")["revealed"], np.int64).reshape(-1, 4)
     target = np.full_like(truth, VOID)
     if source == "sparse":
@@ -57,7 +64,7 @@ def annotated_pixels(source: str, target: np.ndarray, truth: np.ndarray, n_revea
     revealed pixels for `pseudo` (its labels come from those), the labelled pixels otherwise."""
     if source == "full":
         return int((truth != VOID).sum())
-    if source == "pseudo":
+    if source in ("pseudo", "confident"):
         return n_revealed
     return int((target != VOID).sum())
 

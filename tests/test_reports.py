@@ -1,0 +1,97 @@
+"""`howlow study` (data-set level comparison) and `howlow budget` (per-image Oracle budget report),
+run for real on a tiny synthetic data set in a temporary folder with its own MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+
+from conftest import howlow, project_env, write_params
+from howlow.budget import order_schedules
+from howlow.study import aggregate
+
+pytestmark = pytest.mark.slow
+
+
+def test_study_trains_every_source_budget_and_seed_and_logs_them(tmp_path):
+    env = project_env(tmp_path)
+    write_params(tmp_path, {"study": {"targets": [0.8, 0.9], "seeds": [0, 1],
+                                      "label_sources": ["full", "pseudo", "confident", "random"]},
+                            "train": {"epochs": 1}, "runtime": {"threads": 1}})
+    done = howlow("study", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rep = json.loads((tmp_path / "reports/dataset_level/synthetic.json").read_text())
+    # full once per seed; every other source once per budget and seed
+    assert len(rep["rows"]) == 2 * (1 + 3 * 2)
+    names = {r["name"] for r in rep["rows"]}
+    assert {"full-s0", "full-s1", "pseudo-t0.8-s0", "random-t0.9-s1", "confident-t0.9-s0"} <= names
+    by = {r["name"]: r for r in rep["rows"]}
+    # a higher target costs at least as many revealed pixels; random gets exactly the Oracle's count
+    assert by["pseudo-t0.9-s0"]["annotated_pixels"] >= by["pseudo-t0.8-s0"]["annotated_pixels"]
+    assert by["random-t0.8-s1"]["annotated_pixels"] == by["pseudo-t0.8-s1"]["annotated_pixels"]
+    assert by["full-s0"]["annotated_pct"] > 90
+    for f in ("dataset_level/synthetic.png", "dataset_level/synthetic_curve.csv", "dataset_level.md"):
+        assert (tmp_path / "reports" / f).stat().st_size > 0
+    assert "| pseudo | 0.8 |" in (tmp_path / "reports/dataset_level.md").read_text()
+    # MLflow: one run per row in the data set's experiment, same param and metric names, a model each
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["howlow-dataset-synthetic"], output_format="list")
+    assert sorted(r.info.run_name for r in runs) == sorted(names)
+    assert len({tuple(sorted(r.data.params)) for r in runs}) == 1
+    assert len({tuple(sorted(k for k in r.data.metrics if not k.startswith("iou."))) for r in runs}) == 1
+    run = next(r for r in runs if r.info.run_name == "pseudo-t0.9-s1")
+    assert run.data.params["budget_target"] == "0.9" and run.data.metrics["miou"] == pytest.approx(by["pseudo-t0.9-s1"]["miou"])
+    assert mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    # a rerun reuses every finished row: no new MLflow runs
+    again = howlow("study", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(mlflow.search_runs(experiment_names=["howlow-dataset-synthetic"], output_format="list")) == len(names)
+
+
+def test_budget_report_and_training_order(tmp_path):
+    env = project_env(tmp_path)
+    write_params(tmp_path, {"data": {"synthetic": {"n_val": 2}},
+                            "budget": {"strategies": ["error_center", "random"], "seeds": [0, 1], "images": 2},
+                            "runtime": {"threads": 1, "oracle_batch": 2}})
+    done = howlow("budget", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rep = json.loads((tmp_path / "reports/oracle_budget/synthetic.json").read_text())
+    assert [t["strategy"] for t in rep["table"]] == ["error_center", "random"]
+    assert len(rep["per_image"]) == 2 * 2 * 2
+    for t in rep["table"]:  # the table is the mean over seeds of the per-seed means over images
+        per_seed = [np.mean([r["revealed_pct"] for r in rep["per_image"]
+                             if r["strategy"] == t["strategy"] and r["seed"] == s]) for s in (0, 1)]
+        assert t["revealed_pct"]["mean"] == pytest.approx(np.mean(per_seed))
+        assert t["revealed_pct"]["std"] == pytest.approx(np.std(per_seed, ddof=1))
+    # replaying the reveal order with the same seed is the Oracle's own training: same final accuracy
+    ec = next(t for t in rep["table"] if t["strategy"] == "error_center")
+    assert rep["training_order"]["reveal order"] == pytest.approx(ec["final_accuracy"]["mean"], abs=0.02)
+    assert set(rep["training_order"]) == {"reveal order", "all at once", "shuffled"}
+    md = (tmp_path / "reports/oracle_budget.md").read_text()
+    assert "| error_center |" in md and "Training order" in md
+    assert (tmp_path / "reports/oracle_budget/synthetic_curves.png").stat().st_size > 0
+
+
+def test_order_schedules_keep_the_same_pixels_and_round_sizes():
+    revealed = [[0, 1, 0, 0], [2, 2, 1, 0], [1, 0, 0, 1], [3, 3, 2, 1], [0, 0, 1, 2]]
+    s = order_schedules(revealed, width=4, rng=np.random.default_rng(0))
+    flat = sorted(y * 4 + x for y, x, _, _ in revealed)
+    assert [list(r) for r in s["reveal order"]] == [[1, 10], [1, 4, 10, 15], flat]
+    assert all(list(r) == flat for r in s["all at once"]) and len(s["all at once"]) == 3
+    assert [len(r) for r in s["shuffled"]] == [2, 4, 5] and list(s["shuffled"][-1]) == flat
+
+
+def test_aggregate_means_stds_and_percent_of_full():
+    rows = [{"source": "full", "target": None, "seed": s, "miou": m, "pixel_accuracy": 0.9, "annotated_pct": 100,
+             "annotated_px_per_image": 10, "train_seconds": 1, "oracle_reached_fraction": None,
+             "per_class_iou": {"a": m}} for s, m in ((0, 0.8), (1, 0.6))]
+    rows += [{"source": "pseudo", "target": 0.9, "seed": s, "miou": m, "pixel_accuracy": 0.8, "annotated_pct": 1,
+              "annotated_px_per_image": 1, "train_seconds": 1, "oracle_reached_fraction": 1.0,
+              "per_class_iou": {"a": None if s else m}} for s, m in ((0, 0.4), (1, 0.6))]
+    agg = {a["source"]: a for a in aggregate(rows)}
+    assert agg["full"]["miou_mean"] == pytest.approx(0.7) and agg["full"]["miou_std"] == pytest.approx(np.std([0.8, 0.6], ddof=1))
+    assert agg["pseudo"]["pct_of_full_mean"] == pytest.approx(np.mean([50, 100]))
+    assert agg["pseudo"]["per_class_iou_mean"]["a"] == pytest.approx(0.4)  # None (absent class) is skipped
