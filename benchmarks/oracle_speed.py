@@ -5,7 +5,8 @@
         --void-id 11 --scale 0.25 --images 16 --batch 1 8 16
     python benchmarks/oracle_speed.py --prepared /path/to/prepared --device cuda --batch 1 32 64
 
-Each batch size runs in a fresh process (so peak memory is its own) on the same images with the same
+Each batch size runs in fresh processes (so peak memory is its own; `--procs N` splits the images over N
+processes, whose peak memory is summed) on the same images with the same
 params; batch 1 is the same code one image at a time. Prints a markdown table to paste into
 benchmarks/RESULTS.md with the machine and date: seconds per image (wall time of the whole pass over
 the images), images per hour, peak memory, mean budget, and how many images got exactly the revealed
@@ -33,11 +34,12 @@ from howlow.oracle import image_seed, run_oracle_many
 from howlow.params import Params, apply_override
 
 
-def one_pass(prepared_dir: str, params_tree: dict, batch: int, threads: int, device: str, out: str) -> None:
+def one_pass(prepared_dir: str, params_tree: dict, batch: int, threads: int, device: str, out: str,
+             part: int = 0, parts: int = 1) -> None:
     torch.set_num_threads(threads)
     params = Params.model_validate(params_tree)
     prepared = load_prepared(Path(prepared_dir))
-    rows = prepared.split("train")
+    rows = prepared.split("train")[part::parts]
     results = {}
     items = ((r["id"], prepared.image(r), prepared.label(r), image_seed(params.oracle.seed, r["id"])) for r in rows)
     if device == "cuda":
@@ -64,7 +66,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--prepared", help="an already prepared folder (howlow prepare's output) instead of --source")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per process")
+    ap.add_argument("--procs", type=int, default=1, help="processes, each on its share of the images")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--set", nargs="*", default=[], metavar="key=value", help="params overrides, e.g. oracle.lr=0.02")
     args = ap.parse_args()
@@ -80,16 +83,26 @@ def main() -> None:
         data = Path(args.source).name if not args.prepared else Path(args.prepared).name
         rows = []
         for batch in args.batch:
-            out = Path(tmp) / f"b{batch}.json"
-            proc = ctx.Process(target=one_pass, args=(prepared_dir, tree, batch, args.threads, args.device, str(out)))
-            proc.start()
-            proc.join()
-            if proc.exitcode:
-                raise SystemExit(f"batch {batch}: benchmark process failed (exit {proc.exitcode})")
-            rows.append((batch, json.loads(out.read_text())))
+            outs = [Path(tmp) / f"b{batch}_{i}.json" for i in range(args.procs)]
+            procs = [ctx.Process(target=one_pass, args=(prepared_dir, tree, batch, args.threads, args.device, str(out),
+                                                        i, args.procs)) for i, out in enumerate(outs)]
+            t0 = time.perf_counter()
+            for proc in procs:
+                proc.start()
+            for proc in procs:
+                proc.join()
+                if proc.exitcode:
+                    raise SystemExit(f"batch {batch}: benchmark process failed (exit {proc.exitcode})")
+            parts = [json.loads(out.read_text()) for out in outs]
+            merged = {"wall": time.perf_counter() - t0 if args.procs > 1 else parts[0]["wall"],
+                      "peak_rss_gib": sum(p["peak_rss_gib"] for p in parts),
+                      "gpu_peak_gib": max(p["gpu_peak_gib"] for p in parts),
+                      "images": sum(p["images"] for p in parts), "size": parts[0]["size"],
+                      "results": {k: v for p in parts for k, v in p["results"].items()}}
+            rows.append((batch, merged))
     base = rows[0][1]["results"]
     device = (torch.cuda.get_device_name() if args.device == "cuda"
-              else f"CPU {platform.machine()} x{os.cpu_count()}, {args.threads} torch threads")
+              else f"CPU {platform.machine()} x{os.cpu_count()}, {args.procs} process(es) x {args.threads} torch threads")
     print("| date | data | images | resolution | batch | s/image | images/hour | speed-up | peak RSS GiB | "
           "peak GPU GiB | revealed % | reached 98 % | same pixels as batch 1 | device |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -32,14 +32,14 @@ def params(**update):
     return Params().oracle.model_copy(update={"target_accuracy": 0.95, "max_fraction": 0.2, **update})
 
 
-def batched(items, p, batch_size):
+def batched(items, p, batch_size, select_workers=1):
     runs, order = {}, []
 
     def done(key, run):
         runs[key] = run
         order.append(key)
 
-    run_oracle_many(items, K, p, batch_size, done)
+    run_oracle_many(items, K, p, batch_size, done, select_workers=select_workers)
     return runs, order
 
 
@@ -79,7 +79,7 @@ def test_images_of_different_sizes_and_continuous_batching():
     """Two slots, four images of three sizes: finished slots take the next image, results unchanged."""
     items = images([(40, 56), (64, 48), (40, 56), (72, 80)])
     p = params()
-    runs, order = batched(items, p, 2)
+    runs, order = batched(items, p, 2, select_workers=2)  # selection in threads too
     assert sorted(order) == [k for k, *_ in items]
     for key, image, label, seed in items:
         assert runs[key].prediction.shape == label.shape

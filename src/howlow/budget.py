@@ -93,7 +93,7 @@ def budget(params: Params) -> dict:
     b = params.budget
     if params.data.source != "synthetic":
         params = _update(params, data={"source": str(Path(params.data.source).resolve())})
-    name = params.dataset_name
+    name = f"{params.dataset_name}-{b.tag}" if b.tag else params.dataset_name
     work = (WORK / f"budget-{name}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     with contextlib.chdir(work):
@@ -118,7 +118,8 @@ def budget(params: Params) -> dict:
 
             seeded = [(k, im, lab, image_seed(seed, k)) for k, im, lab in items]
             t1 = time.perf_counter()
-            run_oracle_many(seeded, prepared.n_classes, p, params.runtime.oracle_batch, done, params.runtime.device)
+            run_oracle_many(seeded, prepared.n_classes, p, params.runtime.oracle_batch, done, params.runtime.device,
+                            params.runtime.select_workers)
             wall = time.perf_counter() - t1
             sizes = {k: lab.size for k, _, lab in items}
             pct = [100 * len(runs[k]["revealed"]) / sizes[k] for k in runs]
@@ -142,7 +143,6 @@ def budget(params: Params) -> dict:
                                        params.runtime.device)
         table.append({"strategy": strategy, "seeds": len(b.seeds), **summarise(per_seed)})
     h, w = items[0][2].shape
-    name = f"{name}-{b.tag}" if b.tag else name
     report = {"dataset": name, "machine": machine(), "wall_minutes": (time.perf_counter() - t0) / 60,
               "setup": {"split": b.split, "images": len(items), "scale": params.data.scale,
                         "size": f"{w}x{h} (first image)", "seeds": b.seeds,

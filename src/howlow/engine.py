@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -103,13 +104,16 @@ def predict(model: StackedMLP, feats: list[torch.Tensor], slots: list[int]) -> I
 def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: int, layers: int, lr: float,
                 steps_per_round: int, batch_size: int, warm_start: bool = True,
                 on_done: Callable[[Job, dict, float], None] | None = None,
-                device: str | torch.device = "cpu") -> None:
+                device: str | torch.device = "cpu", select_workers: int = 1) -> None:
     """Run every job's Oracle loop, `batch_size` images at a time with continuous batching.
 
     One tick = one round for every active slot: train `steps_per_round` steps on its revealed pixels,
     predict its whole image, hand the logits to its OracleState (which scores, stops or reveals).
-    `on_done(job, slot_state_dict, seconds)` is called as soon as an image is done."""
+    `on_done(job, slot_state_dict, seconds)` is called as soon as an image is done. `select_workers` > 1
+    runs the slots' scoring and pixel selection in that many threads (scipy releases the GIL for most
+    of it), overlapped with the prediction of the next chunk."""
     queue = iter(jobs)
+    pool = ThreadPoolExecutor(select_workers) if select_workers > 1 else None
     model = StackedMLP(batch_size, n_features, n_classes, hidden, layers).to(device)
     adam = SlotAdam(list(model.parameters()), lr)
     slot_job: list[Job | None] = [None] * batch_size
@@ -157,10 +161,18 @@ def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: in
             adam.step(on)
         # each slot's last training loss over its own pixels only (a sum over padding would round differently)
         ce = F.cross_entropy(logits.detach().flatten(0, 1), y.flatten(), reduction="none").view(batch_size, n_max)
-        losses = {g: float((ce[g, : len(idx)] * weight[g, : len(idx)]).sum()) for g, (idx, *_) in zip(active, picks)}
+        per_slot = torch.stack([(ce[g, : len(idx)] * weight[g, : len(idx)]).sum() for g, (idx, *_) in zip(active, picks)])
+        losses = dict(zip(active, per_slot.tolist()))  # one device-to-host copy for all slots
+        # each slot's Oracle scores its prediction and picks pixels (CPU work); with a pool this overlaps
+        # the next chunk's prediction. Slots are independent, so the results do not depend on it.
+        outcome = {}
         for g, logits_g in predict(model, slot_feats, active):
-            job = slot_job[g]
-            if job.state.observe(logits_g, float(losses[g])):
+            observe = slot_job[g].state.observe
+            outcome[g] = pool.submit(observe, logits_g, losses[g]) if pool else observe(logits_g, losses[g])
+        for g in active:
+            if outcome[g].result() if pool else outcome[g]:
                 if on_done is not None:
-                    on_done(job, model.slot_state(g), time.perf_counter() - slot_t0[g])
+                    on_done(slot_job[g], model.slot_state(g), time.perf_counter() - slot_t0[g])
                 fill(g)
+    if pool:
+        pool.shutdown()

@@ -159,7 +159,8 @@ def pixel_features(image: np.ndarray, p: OracleParams) -> torch.Tensor:
 
 def run_oracle_many(items: Iterable[tuple[str, np.ndarray, np.ndarray, int]], n_classes: int,
                     p: OracleParams, batch_size: int = 1,
-                    on_done: Callable[[str, OracleRun], None] | None = None, device: str = "cpu") -> None:
+                    on_done: Callable[[str, OracleRun], None] | None = None, device: str = "cpu",
+                    select_workers: int = 1) -> None:
     """The Oracle loop on many images, (id, image, label, seed) each, `batch_size` per-image MLPs
     training at once (howlow.engine). `on_done(id, run)` gets each image's result as soon as it is done;
     results do not depend on the batch size or on the order of the images."""
@@ -182,7 +183,7 @@ def run_oracle_many(items: Iterable[tuple[str, np.ndarray, np.ndarray, int]], n_
             on_done(job.key, run)
 
     run_batched(jobs(), n_features(p), n_classes, p.width, p.depth, p.lr, p.steps_per_round, batch_size,
-                p.warm_start, finished, device)
+                p.warm_start, finished, device, select_workers)
 
 
 def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OracleParams, seed: int) -> OracleRun:
@@ -311,7 +312,7 @@ def oracle_images(params: Params, image_ids: list[str], prepared: Prepared | Pat
             progress(summaries[image_id])
 
     run_oracle_many(items(), prepared.n_classes, params.oracle, params.runtime.oracle_batch, done,
-                    params.runtime.device)
+                    params.runtime.device, params.runtime.select_workers)
     return [summaries[i] for i in image_ids]
 
 

@@ -170,6 +170,7 @@ class RuntimeParams(_Group):
     # How the work runs, never what it computes: results do not depend on these.
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
     oracle_batch: int = Field(8, ge=1, description="per-image Oracle networks trained at once")
+    select_workers: int = Field(1, ge=1, description="threads scoring slots and picking pixels (GPU: many)")
     device: Literal["cpu", "cuda"] = "cpu"
 
 
