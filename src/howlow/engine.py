@@ -15,6 +15,7 @@ one image (tests/test_engine.py checks this bit for bit on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +102,33 @@ def predict(model: StackedMLP, feats: list[torch.Tensor], slots: list[int]) -> I
         yield from run(chunk)
 
 
+def revealed_batch(picks: list[tuple], slots: list[int], feats: list[torch.Tensor], groups: int, device):
+    """Features (G, n, C), classes (G, n) and loss weights (G, n) of every slot's revealed pixels,
+    padded to the largest count; padding and idle slots weigh 0."""
+    n_max = max(len(idx) for idx, *_ in picks)
+    x = torch.zeros(groups, n_max, feats[slots[0]].shape[1], device=device)
+    y = torch.zeros(groups, n_max, dtype=torch.long, device=device)
+    weight = torch.zeros(groups, n_max, device=device)
+    for g, (idx, cls, w) in zip(slots, picks):
+        n = len(idx)
+        x[g, :n] = feats[g][torch.as_tensor(idx, device=device)]
+        y[g, :n] = torch.as_tensor(cls, device=device)
+        weight[g, :n] = torch.as_tensor(w, device=device)  # the slot's own weights, summing to 1
+    return x, y, weight
+
+
+def train_round(model: StackedMLP, adam: SlotAdam, x, y, weight, on: torch.Tensor, steps: int) -> torch.Tensor:
+    """`steps` Adam steps of every active slot on its own pixels; returns the last step's per-pixel losses."""
+    for _ in range(steps):
+        ce = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="none")
+        # a sum of per-slot weighted means: each slot's gradient is that of its own loss
+        loss = (ce * weight.flatten()).sum()
+        adam.zero_grad()
+        loss.backward()
+        adam.step(on)
+    return ce.detach().view_as(weight)
+
+
 def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: int, layers: int, lr: float,
                 steps_per_round: int, batch_size: int, warm_start: bool = True,
                 on_done: Callable[[Job, dict, float], None] | None = None,
@@ -113,7 +141,6 @@ def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: in
     runs the slots' scoring and pixel selection in that many threads (scipy releases the GIL for most
     of it), overlapped with the prediction of the next chunk."""
     queue = iter(jobs)
-    pool = ThreadPoolExecutor(select_workers) if select_workers > 1 else None
     model = StackedMLP(batch_size, n_features, n_classes, hidden, layers).to(device)
     adam = SlotAdam(list(model.parameters()), lr)
     slot_job: list[Job | None] = [None] * batch_size
@@ -132,47 +159,30 @@ def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: in
         if job is not None:
             restart(g)
 
-    for g in range(batch_size):
-        fill(g)
-    while any(j is not None for j in slot_job):
-        active = [g for g in range(batch_size) if slot_job[g] is not None]
-        if not warm_start:
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(select_workers)) if select_workers > 1 else None
+        for g in range(batch_size):
+            fill(g)
+        while active := [g for g in range(batch_size) if slot_job[g] is not None]:
+            if not warm_start:
+                for g in active:
+                    restart(g)
+            picks = [slot_job[g].state.train_pixels() for g in active]
+            x, y, weight = revealed_batch(picks, active, slot_feats, batch_size, device)
+            on = torch.zeros(batch_size, dtype=torch.bool, device=device)
+            on[active] = True
+            ce = train_round(model, adam, x, y, weight, on, steps_per_round)
+            # each slot's last loss over its own pixels only (a sum over padding would round differently)
+            per_slot = [(ce[g, : len(p[0])] * weight[g, : len(p[0])]).sum() for g, p in zip(active, picks)]
+            losses = dict(zip(active, torch.stack(per_slot).tolist()))  # one device-to-host copy
+            # each slot's Oracle scores its prediction and picks pixels (CPU work); with a pool this
+            # overlaps the next chunk's prediction. Slots are independent: results do not depend on it.
+            outcome = {}
+            for g, logits in predict(model, slot_feats, active):
+                observe = slot_job[g].state.observe
+                outcome[g] = pool.submit(observe, logits, losses[g]) if pool else observe(logits, losses[g])
             for g in active:
-                restart(g)
-        # the revealed pixels of every slot, padded to the largest count; padding has weight 0
-        picks = [slot_job[g].state.train_pixels() for g in active]
-        n_max = max(len(idx) for idx, *_ in picks)
-        x = torch.zeros(batch_size, n_max, n_features, device=device)
-        y = torch.zeros(batch_size, n_max, dtype=torch.long, device=device)
-        weight = torch.zeros(batch_size, n_max, device=device)
-        for g, (idx, cls, w) in zip(active, picks):
-            n = len(idx)
-            x[g, :n] = slot_feats[g][torch.as_tensor(idx, device=device)]
-            y[g, :n] = torch.as_tensor(cls, device=device)
-            weight[g, :n] = torch.as_tensor(w, device=device)  # the slot's own weights, summing to 1
-        on = torch.zeros(batch_size, dtype=torch.bool, device=device)
-        on[active] = True
-        for _ in range(steps_per_round):
-            logits = model(x)
-            # sum of per-slot means: each slot's gradient is that of its own mean loss
-            loss = (F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none") * weight.flatten()).sum()
-            adam.zero_grad()
-            loss.backward()
-            adam.step(on)
-        # each slot's last training loss over its own pixels only (a sum over padding would round differently)
-        ce = F.cross_entropy(logits.detach().flatten(0, 1), y.flatten(), reduction="none").view(batch_size, n_max)
-        per_slot = torch.stack([(ce[g, : len(idx)] * weight[g, : len(idx)]).sum() for g, (idx, *_) in zip(active, picks)])
-        losses = dict(zip(active, per_slot.tolist()))  # one device-to-host copy for all slots
-        # each slot's Oracle scores its prediction and picks pixels (CPU work); with a pool this overlaps
-        # the next chunk's prediction. Slots are independent, so the results do not depend on it.
-        outcome = {}
-        for g, logits_g in predict(model, slot_feats, active):
-            observe = slot_job[g].state.observe
-            outcome[g] = pool.submit(observe, logits_g, losses[g]) if pool else observe(logits_g, losses[g])
-        for g in active:
-            if outcome[g].result() if pool else outcome[g]:
-                if on_done is not None:
-                    on_done(slot_job[g], model.slot_state(g), time.perf_counter() - slot_t0[g])
-                fill(g)
-    if pool:
-        pool.shutdown()
+                if outcome[g].result() if pool else outcome[g]:
+                    if on_done is not None:
+                        on_done(slot_job[g], model.slot_state(g), time.perf_counter() - slot_t0[g])
+                    fill(g)
