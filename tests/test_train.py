@@ -40,3 +40,40 @@ def test_label_sources_and_their_cost(tmp_path):
     assert annotated_pixels("full", truth, truth, 2) == (truth != VOID).sum()
     assert annotated_pixels("confident", confident, truth, 2) == 2 == annotated_pixels("pseudo", pseudo, truth, 2)
     assert annotated_pixels("random", random, truth, 2) == 2
+
+
+class _Terminal:
+    """A stand-in stderr that says it is a terminal and keeps what is written to it."""
+
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_training_shows_a_progress_bar_on_a_terminal_and_lines_in_logs(tmp_path, monkeypatch, capsys):
+    from howlow.io import write_csv
+    from howlow.train import train_source
+
+    params = Params.model_validate({"data": {"synthetic": {"n_train": 2, "n_val": 1, "height": 32, "width": 40}},
+                                    "train": {"epochs": 3, "width": 4, "depth": 1, "crop": [16, 16],
+                                              "batch_size": 2}})
+    prepared = load_prepared(prepare(params, tmp_path / "prepared"))
+    ids = [r["id"] for r in prepared.split("train")]
+    write_csv(tmp_path / "oracle" / "summary.csv", [{"id": i, "revealed": 5} for i in ids])
+    term = _Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    info = train_source(params, "full", prepared, ids, tmp_path / "models", tmp_path / "oracle")
+    assert "train full" in term.text and "3/3" in term.text and "loss=" in term.text
+    assert len(info["loss"]) == 3
+    monkeypatch.undo()
+    train_source(params, "full", prepared, ids, tmp_path / "models", tmp_path / "oracle")
+    err = capsys.readouterr().err
+    assert "[train full] epoch 3/3" in err and "\r" not in err

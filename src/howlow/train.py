@@ -24,6 +24,7 @@ import torch
 from torch.nn import functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from tqdm import tqdm
 
 from .data import Prepared, load_prepared
 from .io import MODELS, ORACLE, PREPARED, PSEUDO, VOID, read_csv, read_json, read_label, save_torch, write_json
@@ -118,6 +119,8 @@ def train_source(params: Params, source: str, prepared: Prepared, ids: list[str]
 
     t0, losses = time.perf_counter(), []
     model.train()
+    # a progress bar on a terminal; a line every 10 % of the epochs in logs (DVC, Prefect, CI)
+    bar = tqdm(total=t.epochs, desc=f"train {source}", unit="epoch", file=sys.stderr, disable=not sys.stderr.isatty())
     for epoch in range(t.epochs):
         order, epoch_loss = order_rng.permutation(len(images)), 0.0
         for b in range(steps_per_epoch):
@@ -132,9 +135,12 @@ def train_source(params: Params, source: str, prepared: Prepared, ids: list[str]
                 epoch_loss += float(loss.detach())
             sched.step()
         losses.append(epoch_loss / steps_per_epoch)
-        if (epoch + 1) % max(1, t.epochs // 10) == 0 or epoch + 1 == t.epochs:
+        bar.update()
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if bar.disable and ((epoch + 1) % max(1, t.epochs // 10) == 0 or epoch + 1 == t.epochs):
             print(f"[train {source}] epoch {epoch + 1}/{t.epochs} loss {losses[-1]:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    bar.close()
     seconds = time.perf_counter() - t0
     save_torch(Path(out_dir) / f"{source}.pt", {
         "state_dict": model.state_dict(), "model": t.model, "width": t.width, "depth": t.depth,
