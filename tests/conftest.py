@@ -61,6 +61,18 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: per-image training is many tiny kernels, and the results are bit-exact per
+    thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """Prefect's test harness: a real temporary Prefect server (and database) for the session."""

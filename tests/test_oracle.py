@@ -21,12 +21,7 @@ H, W, K = 32, 40, 6
 STRATEGIES = ("error_center", "random", "random_error")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scene(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,11 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _distinct(key: str, values: list) -> None:
+    if not values or len(set(values)) != len(values):
+        raise ValueError(f"{key} must be a non-empty list without repeats")
+
+
 class SyntheticParams(_Group):
     n_train: int = Field(16, ge=1)
     n_val: int = Field(8, ge=1)
@@ -106,8 +111,7 @@ class TrainParams(_Group):
 
     @model_validator(mode="after")
     def _sources_unique(self):
-        if not self.label_sources or len(set(self.label_sources)) != len(self.label_sources):
-            raise ValueError("train.label_sources must be a non-empty list without repeats")
+        _distinct("train.label_sources", self.label_sources)
         if self.crop and (len(self.crop) != 2 or min(self.crop) < 8):
             raise ValueError("train.crop must be [] or [height, width], each >= 8")
         return self
@@ -123,10 +127,8 @@ class StudyParams(_Group):
     def _valid(self):
         if not self.targets or any(not 0 < t <= 1 for t in self.targets):
             raise ValueError("study.targets must be a non-empty list of accuracies in (0, 1]")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("study.seeds must be a non-empty list without repeats")
-        if not self.label_sources or len(set(self.label_sources)) != len(self.label_sources):
-            raise ValueError("study.label_sources must be a non-empty list without repeats")
+        _distinct("study.seeds", self.seeds)
+        _distinct("study.label_sources", self.label_sources)
         return self
 
 
@@ -141,10 +143,8 @@ class BudgetParams(_Group):
 
     @model_validator(mode="after")
     def _valid(self):
-        if not self.strategies or len(set(self.strategies)) != len(self.strategies):
-            raise ValueError("budget.strategies must be a non-empty list without repeats")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("budget.seeds must be a non-empty list without repeats")
+        _distinct("budget.strategies", self.strategies)
+        _distinct("budget.seeds", self.seeds)
         return self
 
 
