@@ -5,12 +5,12 @@
         --void-id 11 --scale 0.25 --images 16 --batch 1 8 16
     python benchmarks/oracle_speed.py --prepared /path/to/prepared --device cuda --batch 1 32 64
 
-Each batch size runs in fresh processes (so peak memory is its own; `--procs N` splits the images over N
-processes, whose peak memory is summed) on the same images with the same
-params; batch 1 is the same code one image at a time. Prints a markdown table to paste into
-benchmarks/RESULTS.md with the machine and date: seconds per image (wall time of the whole pass over
-the images), images per hour, peak memory, mean budget, and how many images got exactly the revealed
-pixels of batch 1.
+The Oracle settings are params.yaml's (`--set` overrides them). Each batch size runs in fresh
+processes (so peak memory is its own; `--procs N` splits the images over N processes and sums their
+peak memory) on the same images; batch 1 is the same code one image at a time. Prints a markdown
+table to paste into benchmarks/RESULTS.md with the machine and date: seconds per image (wall time of
+the whole pass over the images), images per hour, peak memory, mean budget, and how many images got
+exactly the revealed pixels of batch 1.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from howlow.data import load_prepared, prepare
 from howlow.oracle import image_seed, run_oracle_many
@@ -71,7 +72,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--set", nargs="*", default=[], metavar="key=value", help="params overrides, e.g. oracle.lr=0.02")
     args = ap.parse_args()
-    tree = {"data": {"source": str(Path(args.source).resolve()) if args.source != "synthetic" else "synthetic",
+    # the pipeline's Oracle settings (params.yaml), on the data given here
+    oracle_params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["oracle"]
+    tree = {"oracle": oracle_params, "data": {"source": str(Path(args.source).resolve()) if args.source != "synthetic" else "synthetic",
                      "layout": args.layout, "void_id": args.void_id, "scale": args.scale,
                      "max_train": args.images, "max_val": 1, "synthetic": {"n_train": args.images, "n_val": 1}}}
     for override in args.set:  # the same key=value syntax (YAML values) as the howlow CLI
