@@ -54,3 +54,14 @@ def test_prepare_writes_the_embedded_default(workdir):
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (workdir / "data/prepared/train/images").iterdir()) == \
         ["syn_train_000.png", "syn_train_001.png"]
+
+
+def test_cuda_without_a_gpu_is_a_params_error(workdir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for stage in ("oracle", "train"):
+        done = howlow(stage, "runtime.device=cuda", cwd=workdir)
+        assert done.returncode == 2, done.stderr
+        assert "runtime.device" in done.stderr and "Traceback" not in done.stderr

@@ -21,7 +21,7 @@ from .data import Prepared, load_prepared
 from .io import (EVAL, MODELS, ORACLE, PREPARED, PSEUDO, atomic_write_bytes, read_csv, read_json, read_label,
                  write_csv, write_json)
 from .metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
-from .oracle import set_threads
+from .oracle import use_runtime
 from .params import Params
 from .train import load_model, predict
 
@@ -116,7 +116,7 @@ def sources_figure(rows: list[dict], path: Path) -> None:
 def evaluate(params: Params, eval_dir: Path = EVAL, models_dir: Path = MODELS, oracle_dir: Path = ORACLE,
              pseudo_dir: Path = PSEUDO) -> dict:
     """Stage entry point (see module docstring)."""
-    set_threads(params)
+    use_runtime(params)
     eval_dir = Path(eval_dir)
     prepared = load_prepared(PREPARED)
     totals = read_json(Path(oracle_dir) / "totals.json")

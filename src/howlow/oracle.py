@@ -40,7 +40,10 @@ from .params import OracleParams, Params, ParamsError
 from .select import UNCERTAINTY_RULES, select_pixels
 
 
-def set_threads(params: Params) -> None:
+def use_runtime(params: Params) -> None:
+    """torch threads from `runtime.threads`; a clear error when `runtime.device` names a missing GPU."""
+    if params.runtime.device == "cuda" and not torch.cuda.is_available():
+        raise ParamsError("runtime.device: 'cuda' is set but torch sees no CUDA device (use 'cpu')")
     torch.set_num_threads(params.runtime.threads or os.cpu_count() or 1)
 
 
@@ -288,8 +291,6 @@ def oracle_images(params: Params, image_ids: list[str], prepared: Prepared | Pat
     Outputs are written atomically as each image finishes, the json last: a killed run leaves either
     no result for an image or a complete one, and a rerun with the same fingerprint skips it."""
     out_dir = Path(out_dir)
-    if params.runtime.device == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("runtime.device: 'cuda' is set but torch sees no CUDA device (use 'cpu')")
     if not isinstance(prepared, Prepared):
         prepared = load_prepared(prepared)
     summaries = {i: s for i in image_ids if (s := _reusable(params, i, out_dir)) is not None}
@@ -371,7 +372,7 @@ def oracle_image_ids(params: Params, prepared: Prepared) -> list[str]:
 
 def oracle(params: Params, out_dir: Path = ORACLE, eval_dir: Path = EVAL) -> dict:
     """Stage entry point: the Oracle over every training image, with progress on stderr."""
-    set_threads(params)
+    use_runtime(params)
     prepared = load_prepared(PREPARED)
     ids = oracle_image_ids(params, prepared)
     count = iter(range(1, len(ids) + 1))

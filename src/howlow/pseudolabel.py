@@ -15,7 +15,7 @@ import torch
 from .data import Prepared, load_prepared
 from .io import ORACLE, PREPARED, PSEUDO, read_csv, write_json, write_png
 from .metrics import confusion, mean_iou, pixel_accuracy
-from .oracle import image_features, oracle_network, set_threads
+from .oracle import image_features, oracle_network, use_runtime
 from .params import Params
 
 
@@ -45,7 +45,7 @@ def pseudolabel_image(params: Params, image_id: str, prepared: Prepared, oracle_
 
 def pseudolabel(params: Params, oracle_dir: Path = ORACLE, out_dir: Path = PSEUDO) -> dict:
     """Stage entry point: pseudo-labels for every image the Oracle annotated."""
-    set_threads(params)
+    use_runtime(params)
     prepared = load_prepared(PREPARED)
     ids = [r["id"] for r in read_csv(Path(oracle_dir) / "summary.csv")]
     rows = []

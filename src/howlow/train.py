@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .data import Prepared, load_prepared
 from .io import MODELS, ORACLE, PREPARED, PSEUDO, VOID, read_csv, read_json, read_label, save_torch, write_json
 from .models import build_model
-from .oracle import set_threads
+from .oracle import use_runtime
 from .params import Params
 
 
@@ -109,7 +109,8 @@ def train_source(params: Params, source: str, prepared: Prepared, ids: list[str]
     mean, std = stacked.mean(1), stacked.std(1) + 1e-6
 
     gen = torch.Generator().manual_seed(t.seed)
-    model = build_model(t.model, 3, prepared.n_classes, t.width, t.depth, gen)
+    device = torch.device(params.runtime.device)
+    model = build_model(t.model, 3, prepared.n_classes, t.width, t.depth, gen).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=t.lr)
     steps_per_epoch = -(-len(images) // t.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=t.lr, total_steps=t.epochs * steps_per_epoch)
@@ -125,8 +126,8 @@ def train_source(params: Params, source: str, prepared: Prepared, ids: list[str]
         order, epoch_loss = order_rng.permutation(len(images)), 0.0
         for b in range(steps_per_epoch):
             batch = [transform(images[i], targets[i]) for i in order[b * t.batch_size:(b + 1) * t.batch_size]]
-            x = normalise(torch.stack([im for im, _ in batch]), mean, std)
-            y = torch.stack([m for _, m in batch])
+            x = normalise(torch.stack([im for im, _ in batch]), mean, std).to(device)
+            y = torch.stack([m for _, m in batch]).to(device)
             if (y != VOID).any():  # a crop of a sparse map can miss every labelled pixel
                 loss = F.cross_entropy(model(x), y, ignore_index=VOID)
                 optim.zero_grad(set_to_none=True)
@@ -143,7 +144,7 @@ def train_source(params: Params, source: str, prepared: Prepared, ids: list[str]
     bar.close()
     seconds = time.perf_counter() - t0
     save_torch(Path(out_dir) / f"{source}.pt", {
-        "state_dict": model.state_dict(), "model": t.model, "width": t.width, "depth": t.depth,
+        "state_dict": model.cpu().state_dict(), "model": t.model, "width": t.width, "depth": t.depth,
         "n_classes": prepared.n_classes, "mean": mean, "std": std})
     info = {"source": source, "images": len(rows), "annotated_pixels": annotated, "total_pixels": total,
             "annotated_pct": 100.0 * annotated / total, "epochs": t.epochs, "seconds": round(seconds, 2),
@@ -167,7 +168,7 @@ def predict(model: torch.nn.Module, image: np.ndarray, mean: torch.Tensor, std: 
 
 def train(params: Params, out_dir: Path = MODELS, oracle_dir: Path = ORACLE, pseudo_dir: Path = PSEUDO) -> dict:
     """Stage entry point: one model per entry of `train.label_sources`."""
-    set_threads(params)
+    use_runtime(params)
     prepared = load_prepared(PREPARED)
     ids = [r["id"] for r in read_csv(Path(oracle_dir) / "summary.csv")]
     return {source: train_source(params, source, prepared, ids, out_dir, oracle_dir, pseudo_dir)
