@@ -13,9 +13,7 @@ from conftest import howlow, project_env, write_params
 from howlow.budget import order_schedules
 from howlow.study import aggregate
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_study_trains_every_source_budget_and_seed_and_logs_them(tmp_path):
     env = project_env(tmp_path)
     write_params(tmp_path, {"study": {"targets": [0.8, 0.9], "seeds": [0, 1],
@@ -51,6 +49,7 @@ def test_study_trains_every_source_budget_and_seed_and_logs_them(tmp_path):
     assert len(mlflow.search_runs(experiment_names=["howlow-dataset-synthetic"], output_format="list")) == len(names)
 
 
+@pytest.mark.slow
 def test_budget_report_and_training_order(tmp_path):
     env = project_env(tmp_path)
     write_params(tmp_path, {"data": {"synthetic": {"n_val": 2}},
@@ -95,3 +94,13 @@ def test_aggregate_means_stds_and_percent_of_full():
     assert agg["full"]["miou_mean"] == pytest.approx(0.7) and agg["full"]["miou_std"] == pytest.approx(np.std([0.8, 0.6], ddof=1))
     assert agg["pseudo"]["pct_of_full_mean"] == pytest.approx(np.mean([50, 100]))
     assert agg["pseudo"]["per_class_iou_mean"]["a"] == pytest.approx(0.4)  # None (absent class) is skipped
+
+
+def test_accuracy_at_a_budget_takes_the_last_point_before_it():
+    from howlow.budget import accuracy_at
+
+    curves = [{"strategy": "r", "image": "a", "revealed_pct": x, "accuracy": y}
+              for x, y in ((0.01, 0.5), (0.04, 0.9), (0.08, 0.8), (0.2, 0.99))]
+    curves += [{"strategy": "r", "image": "b", "revealed_pct": x, "accuracy": y} for x, y in ((0.01, 0.6), (0.03, 0.98))]
+    at = accuracy_at(curves, (0.05, 0.1))["r"]
+    assert at[0.05] == pytest.approx((0.9 + 0.98) / 2) and at[0.1] == pytest.approx((0.8 + 0.98) / 2)

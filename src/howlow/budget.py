@@ -23,7 +23,7 @@ import torch
 
 from .data import load_prepared, prepare
 from .engine import Job, run_batched
-from .io import REPORTS, atomic_write_bytes, read_json, write_csv, write_json
+from .io import REPORTS, atomic_write_bytes, read_csv, read_json, write_csv, write_json
 from .metrics import confusion, pixel_accuracy
 from .oracle import image_seed, n_features, pixel_features, run_oracle_many
 from .params import OracleParams, Params
@@ -177,6 +177,20 @@ def curves_figure(name: str, curves: list[dict], target: float, path: Path) -> N
     save_figure(fig, path)
 
 
+def accuracy_at(curves: list[dict], budgets: tuple[float, ...]) -> dict[str, dict[float, float]]:
+    """Per rule, the mean over images of the accuracy reached with `budget` % of the pixels revealed
+    (the last point before it; an image that stopped earlier keeps its final accuracy)."""
+    out: dict[str, dict[float, float]] = {}
+    for rule in dict.fromkeys(c["strategy"] for c in curves):
+        per_image: dict[str, list] = {}
+        for c in curves:
+            if c["strategy"] == rule:
+                per_image.setdefault(c["image"], []).append((float(c["revealed_pct"]), float(c["accuracy"])))
+        out[rule] = {b: float(np.mean([[a for x, a in pts if x <= b][-1] if pts[0][0] <= b else np.nan
+                                      for pts in per_image.values()])) for b in budgets}
+    return out
+
+
 def write_report(out_dir: Path = OUT) -> Path:
     lines = ["# Per-image Oracle budget", "",
              "Made by `howlow budget -p studies/budget_<dataset>.yaml` (see README); the numbers below are read",
@@ -203,6 +217,11 @@ def write_report(out_dir: Path = OUT) -> Path:
             lines.append(f"| {t['strategy']} | {f('revealed_pct')} | {f('revealed_px', 0)} | "
                          f"{f('median_revealed_px', 0)} | {f('reached_fraction', 2)} | {f('final_accuracy')} | "
                          f"{f('rounds', 1)} | {f('seconds_per_image', 1)} |")
+        at = accuracy_at(read_csv(path.with_name(f"{rep['dataset']}_curves.csv")), (0.05, 0.1))
+        lines += ["", "Pixel accuracy at the issue's budgets (first seed, mean over images; a curve that stopped "
+                  "earlier counts its last point):", "",
+                  "| rule | at 0.05 % revealed | at 0.1 % revealed |", "|---|---|---|"]
+        lines += [f"| {rule} | {a[0.05]:.3f} | {a[0.1]:.3f} |" for rule, a in at.items()]
         if rep["training_order"]:
             lines += ["", f"Training order ({rep['table'][0]['strategy']}, first seed; a fresh network on the same "
                       "revealed pixels, same steps):", "",
