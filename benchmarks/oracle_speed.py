@@ -36,7 +36,7 @@ from howlow.params import Params, apply_override
 
 
 def one_pass(prepared_dir: str, params_tree: dict, batch: int, threads: int, device: str, out: str,
-             part: int = 0, parts: int = 1) -> None:
+             part: int = 0, parts: int = 1, select_workers: int = 1) -> None:
     torch.set_num_threads(threads)
     params = Params.model_validate(params_tree)
     prepared = load_prepared(Path(prepared_dir))
@@ -48,7 +48,7 @@ def one_pass(prepared_dir: str, params_tree: dict, batch: int, threads: int, dev
     t0 = time.perf_counter()
     run_oracle_many(items, prepared.n_classes, params.oracle, batch,
                     lambda key, run: results.__setitem__(key, (run.revealed, run.reached, run.curve[-1]["revealed_fraction"])),
-                    device)
+                    device, select_workers)
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     gpu_peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per process")
     ap.add_argument("--procs", type=int, default=1, help="processes, each on its share of the images")
+    ap.add_argument("--select-workers", type=int, default=1, help="threads for the Oracle's scoring and selection")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--set", nargs="*", default=[], metavar="key=value", help="params overrides, e.g. oracle.lr=0.02")
     args = ap.parse_args()
@@ -88,7 +89,8 @@ def main() -> None:
         for batch in args.batch:
             outs = [Path(tmp) / f"b{batch}_{i}.json" for i in range(args.procs)]
             procs = [ctx.Process(target=one_pass, args=(prepared_dir, tree, batch, args.threads, args.device, str(out),
-                                                        i, args.procs)) for i, out in enumerate(outs)]
+                                                        i, args.procs, args.select_workers))
+                     for i, out in enumerate(outs)]
             t0 = time.perf_counter()
             for proc in procs:
                 proc.start()
@@ -105,7 +107,8 @@ def main() -> None:
             rows.append((batch, merged))
     base = rows[0][1]["results"]
     device = (torch.cuda.get_device_name() if args.device == "cuda"
-              else f"CPU {platform.machine()} x{os.cpu_count()}, {args.procs} process(es) x {args.threads} torch threads")
+              else f"CPU {platform.machine()} x{os.cpu_count()}, {args.procs} process(es) x {args.threads} torch threads"
+                 + (f", {args.select_workers} selection threads" if args.select_workers > 1 else ""))
     print("| date | data | images | resolution | batch | s/image | images/hour | speed-up | peak RSS GiB | "
           "peak GPU GiB | revealed % | reached 98 % | same pixels as batch 1 | device |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -194,8 +194,9 @@ def write_report(out_dir: Path = OUT) -> Path:
             lines.append(f"| {a['source']} | {'-' if a['target'] is None else a['target']} | "
                          + " | ".join(f"{a['per_class_iou_mean'][c]:.3f}" for c in classes) + " |")
         lines += ["", f"![{rep['dataset']}](dataset_level/{rep['dataset']}.png)", ""]
-        if rep.get("notes"):
-            lines += [rep["notes"], ""]
+    extra = Path(out_dir) / "NOTES.md"  # what the numbers mean, written by whoever ran the study
+    if extra.is_file():
+        lines += [extra.read_text()]
     path = Path(out_dir).parent / "dataset_level.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     return path
