@@ -201,8 +201,8 @@ def write_report(out_dir: Path = OUT) -> Path:
         rep = read_json(path)
         s, o = rep["setup"], rep["setup"]["oracle"]
         lines += [f"## {rep['dataset']}", "",
-                  f"- Images: the first {s['images']} of the {s['split']} split, scale {s['scale']} ({s['size']}); "
-                  f"seeds {s['seeds']}.",
+                  f"- Images: {s['images']} images of the {s['split']} split (`data.max_{s['split']}` evenly spaced, then "
+                  f"the first `budget.images`), scale {s['scale']} ({s['size']}); seeds {s['seeds']}.",
                   f"- Network: per-pixel {o['model']} {o['depth']}x{o['width']} on RGB, blurred RGB and local "
                   f"contrast at scales {o['scales']}, coords {o['coords']}; {o['steps_per_round']} Adam steps per "
                   f"round at lr {o['lr']}, warm start {o['warm_start']}, class balance {o['class_balance']}.",
