@@ -9,8 +9,10 @@ batching), so the batch stays full. Images of different sizes work: only the rev
 a step, and the full-image predictions are padded per chunk.
 
 Slots never mix: slot g's loss depends on slot g's parameters only, padding rows carry zero weight,
-and the optimizer is element-wise. A batch of G images gives the same revealed pixels as G runs of
-one image (tests/test_engine.py checks this bit for bit on CPU).
+and the optimizer is element-wise. A batch of G images gives the same results as G runs of one image:
+bit for bit when the slots train on equally many pixels (tests/test_engine.py). With padding, the
+last layer's weight gradient is a GEMM whose summation order on CPU depends on the padded length, so
+weights agree to float rounding, and long runs on real images can part ways (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -165,11 +165,14 @@ def run_oracle_many(items: Iterable[tuple[str, np.ndarray, np.ndarray, int]], n_
                     on_done: Callable[[str, OracleRun], None] | None = None, device: str = "cpu",
                     select_workers: int = 1) -> None:
     """The Oracle loop on many images, (id, image, label, seed) each, `batch_size` per-image MLPs
-    training at once (howlow.engine). `on_done(id, run)` gets each image's result as soon as it is done;
-    results do not depend on the batch size or on the order of the images."""
+    training at once (howlow.engine). `on_done(id, run)` gets each image's result as soon as it is done.
+    Results do not depend on the order of the images, nor on the batch size: bit for bit when the
+    slots train on equally many pixels, else up to float rounding (see howlow.engine)."""
     if p.model != "mlp":
         for key, image, label, seed in items:
-            on_done(key, run_oracle(image, label, n_classes, p, seed))
+            run = run_oracle(image, label, n_classes, p, seed)
+            if on_done is not None:
+                on_done(key, run)
         return
 
     def jobs():
