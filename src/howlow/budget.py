@@ -25,7 +25,7 @@ from .data import load_prepared, prepare
 from .engine import Job, run_batched
 from .io import REPORTS, atomic_write_bytes, read_csv, read_json, write_csv, write_json
 from .metrics import confusion, pixel_accuracy
-from .oracle import image_seed, n_features, pixel_features, run_oracle_many
+from .oracle import image_seed, n_features, pixel_features, run_oracle_many, use_runtime
 from .params import OracleParams, Params
 from .study import WORK, _update, machine
 
@@ -101,7 +101,7 @@ def budget(params: Params) -> dict:
     prepared = load_prepared(work / "data" / "prepared")
     rows = prepared.split(b.split)[: b.images or None]
     items = [(r["id"], prepared.image(r), prepared.label(r)) for r in rows]
-    torch.set_num_threads(params.runtime.threads or torch.get_num_threads())
+    use_runtime(params)
     table, curves, per_image, order = [], [], [], {}
     for strategy in b.strategies:
         per_seed = []
@@ -138,8 +138,7 @@ def budget(params: Params) -> dict:
                     curves += [{"strategy": strategy, "image": k, "revealed_pct": round(100 * c["revealed_fraction"], 5),
                                 "accuracy": round(c["accuracy"], 5)} for c in r["curve"]]
             if strategy == b.strategies[0] and seed == b.seeds[0] and b.training_order:
-                seeded_items = [(k, im, lab, image_seed(seed, k)) for k, im, lab in items]
-                order = training_order(seeded_items, runs, prepared.n_classes, p, params.runtime.oracle_batch,
+                order = training_order(seeded, runs, prepared.n_classes, p, params.runtime.oracle_batch,
                                        params.runtime.device)
         table.append({"strategy": strategy, "seeds": len(b.seeds), **summarise(per_seed)})
     h, w = items[0][2].shape
