@@ -13,8 +13,8 @@ import torch
 from howlow.data import load_prepared, prepare, synthetic_scene
 from howlow.io import VOID, read_csv, read_json
 from howlow.metrics import confusion, pixel_accuracy
-from howlow.oracle import (image_features, image_seed, load_result, oracle, oracle_image, oracle_network,
-                           run_oracle)
+from howlow.oracle import (image_features, image_seed, load_result, n_features, oracle, oracle_image,
+                           oracle_network, run_oracle, superpixel_cues)
 from howlow.params import Params
 
 H, W, K = 32, 40, 6
@@ -171,6 +171,22 @@ def test_image_features_shape_and_standardised():
     assert torch.allclose(x.mean((1, 2)), torch.zeros(x.shape[0]), atol=1e-4)
     assert torch.allclose(x.std((1, 2)), torch.ones(x.shape[0]), atol=1e-3)
     assert image_features(image, p.model_copy(update={"coords": False})).shape[0] == 11
+
+
+def test_superpixel_cues_are_constant_per_region_and_stop_at_edges():
+    """Two flat halves of different colour: every pixel of a half gets its half's colour (no blur
+    across the edge), and the feature stack grows by 4 channels per superpixel count."""
+    rgb = np.zeros((24, 32, 3), np.float32)
+    rgb[:, :16] = [0.9, 0.1, 0.1]
+    rgb[:, 16:] = [0.1, 0.2, 0.8]
+    r, g, b, contrast = superpixel_cues(rgb, 6)
+    np.testing.assert_allclose(r[:, :16], 0.9, atol=1e-6)
+    np.testing.assert_allclose(b[:, 16:], 0.8, atol=1e-6)
+    np.testing.assert_allclose(contrast, 0.0, atol=1e-3)
+    image, _ = scene()
+    p = oracle_params(scales=[1.0], superpixels=[8, 30])
+    assert image_features(image, p).shape[0] == n_features(p) == 3 + 4 + 8 + 2
+    assert run_oracle(image, scene()[1], K, p, seed=0).curve  # the network takes the wider stack
 
 
 # --------------------------------------------------------------------------- stage, outputs, resume

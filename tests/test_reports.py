@@ -11,6 +11,7 @@ import pytest
 
 from conftest import howlow, project_env, write_params
 from howlow.budget import order_schedules
+from howlow.io import read_csv
 from howlow.study import aggregate
 
 @pytest.mark.slow
@@ -34,10 +35,18 @@ def test_study_trains_every_source_budget_and_seed_and_logs_them(tmp_path):
     for f in ("dataset_level/synthetic.png", "dataset_level/synthetic_curve.csv", "dataset_level.md"):
         assert (tmp_path / "reports" / f).stat().st_size > 0
     assert "| pseudo | 0.8 |" in (tmp_path / "reports/dataset_level.md").read_text()
+    # the convergence check: full, first seed, twice the epochs, reported beside the 1-epoch figure
+    conv = rep["convergence"]
+    assert (conv["seed"], conv["epochs"], conv["epochs_x2"]) == (0, 1, 2)
+    assert conv["miou"] == by["full-s0"]["miou"] and 0 <= conv["miou_x2"] <= 1
+    assert "Convergence check: `full`, seed 0" in (tmp_path / "reports/dataset_level.md").read_text()
     # MLflow: one run per row in the data set's experiment, same param and metric names, a model each
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["howlow-dataset-synthetic"], output_format="list")
+    names.add("full-s0-x2epochs")
     assert sorted(r.info.run_name for r in runs) == sorted(names)
+    longer = next(r for r in runs if r.info.run_name == "full-s0-x2epochs")
+    assert longer.data.params["train.epochs"] == "2" and longer.data.metrics["miou"] == pytest.approx(conv["miou_x2"])
     assert len({tuple(sorted(r.data.params)) for r in runs}) == 1
     assert len({tuple(sorted(k for k in r.data.metrics if not k.startswith("iou."))) for r in runs}) == 1
     run = next(r for r in runs if r.info.run_name == "pseudo-t0.9-s1")
@@ -47,6 +56,31 @@ def test_study_trains_every_source_budget_and_seed_and_logs_them(tmp_path):
     again = howlow("study", cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(mlflow.search_runs(experiment_names=["howlow-dataset-synthetic"], output_format="list")) == len(names)
+
+
+@pytest.mark.slow
+def test_study_with_the_oracle_at_a_finer_scale_than_training(tmp_path):
+    """study.oracle_scale: the Oracle annotates 48x64 images, the data-set networks train on the same
+    images at 24x32; every sparse source costs the Oracle's count, as a share of the 48x64 image."""
+    env = project_env(tmp_path)
+    write_params(tmp_path, {"data": {"scale": 0.5},
+                            "study": {"targets": [0.9], "seeds": [0], "oracle_scale": 1.0, "convergence_check": False,
+                                      "label_sources": ["full", "pseudo", "sparse", "random"]},
+                            "train": {"epochs": 1, "crop": [16, 24]}, "runtime": {"threads": 1}})
+    done = howlow("study", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    work = tmp_path / "studies/work/synthetic"
+    oracle_rows = read_csv(work / "t0.9/data/oracle/summary.csv")
+    assert {(int(r["height"]), int(r["width"])) for r in oracle_rows} == {(48, 64)}
+    assert {(int(r["height"]), int(r["width"])) for r in read_csv(work / "data/prepared/manifest.csv")} == {(24, 32)}
+    revealed = sum(int(r["revealed"]) for r in oracle_rows)
+    rep = json.loads((tmp_path / "reports/dataset_level/synthetic.json").read_text())
+    by = {r["source"]: r for r in rep["rows"]}
+    for source in ("pseudo", "sparse", "random"):
+        assert by[source]["annotated_pixels"] == revealed
+        assert by[source]["annotated_pct"] == pytest.approx(100 * revealed / (3 * 48 * 64))
+    assert rep["setup"]["oracle_scale"] == 1.0 and rep["convergence"] is None
+    assert "annotating at scale 1.0" in (tmp_path / "reports/dataset_level.md").read_text()
 
 
 @pytest.mark.slow

@@ -47,9 +47,26 @@ def use_runtime(params: Params) -> None:
     torch.set_num_threads(params.runtime.threads or os.cpu_count() or 1)
 
 
+def superpixel_cues(rgb: np.ndarray, n_segments: int) -> list[np.ndarray]:
+    """Mean RGB and grey-level std of each pixel's SLIC superpixel (about `n_segments` per image).
+    Unlike a Gaussian blur these stop at image edges, so every pixel of a region gets the same cue and
+    one revealed pixel can speak for its whole region."""
+    from skimage.segmentation import slic  # imported here: only this cue needs scikit-image
+
+    seg = slic(rgb, n_segments=n_segments, compactness=10, start_label=0, channel_axis=2).ravel()
+    count = np.maximum(np.bincount(seg), 1)
+    grey = rgb.mean(2).ravel()
+    chans = [(np.bincount(seg, rgb[..., c].ravel()) / count)[seg] for c in range(3)]
+    mean = np.bincount(seg, grey) / count
+    var = np.bincount(seg, grey * grey) / count - mean * mean
+    chans.append(np.sqrt(np.maximum(var, 0))[seg])
+    return [c.reshape(rgb.shape[:2]).astype(np.float32) for c in chans]
+
+
 def image_features(image: np.ndarray, p: OracleParams) -> torch.Tensor:
     """(C, H, W) per-image standardised cues: RGB; per scale, blurred RGB and local contrast (std of
-    grey levels in a Gaussian window); and y/x in [-1, 1] when `p.coords`."""
+    grey levels in a Gaussian window); per superpixel count, the superpixel's mean RGB and contrast;
+    and y/x in [-1, 1] when `p.coords`."""
     rgb = image.astype(np.float32) / 255.0
     grey = rgb.mean(2)
     chans = [rgb[..., c] for c in range(3)]
@@ -57,6 +74,8 @@ def image_features(image: np.ndarray, p: OracleParams) -> torch.Tensor:
         chans += [ndimage.gaussian_filter(rgb[..., c], s) for c in range(3)]
         mean = ndimage.gaussian_filter(grey, s)
         chans.append(np.sqrt(np.maximum(ndimage.gaussian_filter(grey * grey, s) - mean * mean, 0)))
+    for n in p.superpixels:
+        chans += superpixel_cues(rgb, n)
     if p.coords:
         h, w = grey.shape
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -66,7 +85,7 @@ def image_features(image: np.ndarray, p: OracleParams) -> torch.Tensor:
 
 
 def n_features(p: OracleParams) -> int:
-    return 3 + 4 * len(p.scales) + (2 if p.coords else 0)
+    return 3 + 4 * len(p.scales) + 4 * len(p.superpixels) + (2 if p.coords else 0)
 
 
 def image_seed(seed: int, image_id: str) -> int:

@@ -75,6 +75,8 @@ class OracleParams(_Group):
     # Input cues computed from the image itself: RGB, Gaussian-blurred RGB and local contrast at
     # these scales (pixels), and x/y coordinates.
     scales: list[float] = [1.0, 2.0, 4.0, 8.0]
+    # and the mean colour and contrast of each pixel's SLIC superpixel, for these superpixel counts
+    superpixels: list[int] = []
     coords: bool = True
     warm_start: bool = True  # keep training the same network across rounds (else restart each round)
     # reveal max(pixels_per_round, round_growth x revealed so far) per round: fewer rounds on big images
@@ -87,6 +89,8 @@ class OracleParams(_Group):
     def _positive_scales(self):
         if any(s <= 0 for s in self.scales):
             raise ValueError("oracle.scales must all be > 0")
+        if any(n < 2 for n in self.superpixels):
+            raise ValueError("oracle.superpixels must all be >= 2 (superpixels per image)")
         return self
 
 
@@ -122,6 +126,13 @@ class StudyParams(_Group):
     targets: list[float] = [0.9, 0.95, 0.98]  # Oracle targets, i.e. annotation budgets
     seeds: list[int] = [0, 1, 2]  # data-set training seeds
     label_sources: list[LabelSource] = ["full", "pseudo", "confident", "sparse", "random"]
+    # also train `full` on the first seed for twice the epochs: the report shows whether the
+    # schedule has converged (mIoU barely moves) or not
+    convergence_check: bool = True
+    # resolution (data.scale factor) the Oracle annotates at; null = data.scale. The data-set networks
+    # always train and are scored at data.scale: e.g. annotate CamVid at native resolution (1.0), where
+    # the budget in % means what the paper means, and train at 0.25 where a CPU can
+    oracle_scale: float | None = Field(None, gt=0, le=1)
 
     @model_validator(mode="after")
     def _valid(self):

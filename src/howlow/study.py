@@ -50,7 +50,7 @@ def _update(params: Params, **groups: dict) -> Params:
 def _row_key(params: Params, source: str, target: float | None, seed: int) -> str:
     blob = json.dumps({"data": params.data.model_dump(mode="json"), "oracle": params.oracle.model_dump(mode="json"),
                        "train": params.train.model_dump(mode="json"), "source": source, "target": target,
-                       "seed": seed}, sort_keys=True)
+                       "seed": seed, "oracle_scale": params.study.oracle_scale}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -60,17 +60,17 @@ def machine() -> str:
 
 
 def run_row(params: Params, source: str, target: float | None, seed: int, budget_dir: Path, work: Path,
-            mlflow_experiment: str, uri: str) -> dict:
+            mlflow_experiment: str, uri: str, name: str | None = None) -> dict:
     """Train and score one (source, budget, seed); reuse the stored row when its inputs are unchanged."""
-    name = f"{source}-s{seed}" if target is None else f"{source}-t{target:g}-s{seed}"
+    name = name or (f"{source}-s{seed}" if target is None else f"{source}-t{target:g}-s{seed}")
     row_path = work / "rows" / f"{name}.json"
     key = _row_key(params, source, target, seed)
     if row_path.is_file() and read_json(row_path).get("key") == key:
         return read_json(row_path)
     p = _update(params, train={"seed": seed})
-    models = budget_dir / "models" / f"s{seed}"
+    models = budget_dir / "models" / name
     with contextlib.chdir(budget_dir):  # the stage functions read data/ relative to the cwd
-        prepared = load_prepared(budget_dir / PREPARED)  # absolute paths: used after leaving the folder
+        prepared = load_prepared(work / "data" / "prepared")  # the training scale; absolute paths
         ids = [r["id"] for r in read_csv(Path("data/oracle/summary.csv"))]
         info = train_source(p, source, prepared, ids, models)
         scores = evaluate_source(prepared, models / f"{source}.pt")
@@ -102,6 +102,8 @@ def log_row(params: Params, row: dict, model_path: Path, prepared, experiment: s
                            "seed": row["seed"], "data.scale": params.data.scale, "train.model": params.train.model,
                            "train.width": params.train.width, "train.epochs": params.train.epochs,
                            "train.crop": str(params.train.crop), "train.confidence": params.train.confidence,
+                           "train.batch_size": params.train.batch_size,
+                           "train.lr": params.train.lr,
                            "images": row["images"]})
         metrics = {k: float(row[k]) for k in ("miou", "pixel_accuracy", "annotated_pct", "annotated_pixels",
                                                "annotated_px_per_image", "train_seconds")}
@@ -175,10 +177,20 @@ def write_report(out_dir: Path = OUT) -> Path:
         lines += [f"## {rep['dataset']}", "",
                   f"- Data: scale {s['scale']}, {s['train_images']} training images ({s['train_size']}), "
                   f"val split {s['val_images']} images at the same scale.",
-                  f"- Network: {s['model']} width {s['width']}, from scratch, {s['epochs']} epochs, crop {s['crop']}, "
-                  f"Adam + one-cycle lr {s['lr']}, augmentation {s['augment']}, no class weighting.",
-                  f"- Oracle: {s['oracle']}; budgets are the Oracle targets {s['targets']}; seeds {s['seeds']}.",
-                  f"- Machine: {rep['machine']}; wall time {rep['wall_minutes']:.0f} min.", "",
+                  f"- Network: {s['model']} width {s['width']}, from scratch, {s['epochs']} epochs of batches of "
+                  f"{s.get('batch_size', '?')} crops {s['crop']}, Adam + one-cycle lr {s['lr']}, augmentation "
+                  f"{'RandomResizedCrop (35-100 % of the image) + flip' if s['augment'] else 'crop only'}, "
+                  "no class weighting.",
+                  f"- Oracle: {s['oracle']}, annotating at scale {s.get('oracle_scale', s['scale'])} (annotated % is "
+                  "of the image at that scale); budgets are the Oracle targets "
+                  f"{s['targets']}; seeds {s['seeds']}.",
+                  f"- Machine: {rep['machine']}; wall time {rep['wall_minutes']:.0f} min."]
+        c = rep.get("convergence")
+        if c:
+            lines.append(f"- Convergence check: `full`, seed {c['seed']}: val mIoU {c['miou']:.3f} after {c['epochs']} "
+                         f"epochs, {c['miou_x2']:.3f} after {c['epochs_x2']} ({c['miou_x2'] - c['miou']:+.3f}); pixel "
+                         f"accuracy {c['pixel_accuracy']:.3f} vs {c['pixel_accuracy_x2']:.3f}.")
+        lines += ["",
                   "| source | Oracle target | annotated % | px / image | val mIoU | % of full | pixel acc | Oracle reached | train s |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for a in rep["aggregate"]:
@@ -216,17 +228,26 @@ def study(params: Params) -> dict:
     with contextlib.chdir(work):
         prepare(params)
         validate(params)
+    # the Oracle annotates at study.oracle_scale when it differs from the training scale
+    oracle_params = params
+    annotated = work / "data" / "prepared"
+    if s.oracle_scale is not None and s.oracle_scale != params.data.scale:
+        oracle_params = _update(params, data={"scale": s.oracle_scale})
+        annotated = prepare(oracle_params, work / "data" / f"prepared_x{s.oracle_scale:g}").resolve()
     rows = []
     for i, target in enumerate(s.targets):
         budget_dir = work / f"t{target:g}"
         (budget_dir / "data").mkdir(parents=True, exist_ok=True)
         link = budget_dir / "data" / "prepared"
+        if link.is_symlink() and link.resolve() != annotated:
+            link.unlink()
         if not link.is_symlink():
-            link.symlink_to(work / "data" / "prepared", target_is_directory=True)
+            link.symlink_to(annotated, target_is_directory=True)
         p = _update(params, oracle={"target_accuracy": target})
         with contextlib.chdir(budget_dir):
-            oracle(p, Path("data/oracle"), Path("eval"))
-            pseudolabel(p, Path("data/oracle"), Path("data/pseudo"))
+            po = _update(oracle_params, oracle={"target_accuracy": target})
+            oracle(po, Path("data/oracle"), Path("eval"))
+            pseudolabel(po, Path("data/oracle"), Path("data/pseudo"))
         for seed in s.seeds:
             for source in s.label_sources:
                 if source == "full" and i > 0:
@@ -234,6 +255,16 @@ def study(params: Params) -> dict:
                 print(f"[study {name}] target {target:g}, seed {seed}, source {source}", file=sys.stderr, flush=True)
                 rows.append(run_row(p, source, None if source == "full" else target, seed, budget_dir, work,
                                     experiment, uri))
+    convergence = None
+    if s.convergence_check and "full" in s.label_sources:
+        seed, epochs = s.seeds[0], params.train.epochs
+        print(f"[study {name}] convergence check: full, seed {seed}, {2 * epochs} epochs", file=sys.stderr, flush=True)
+        longer = run_row(_update(params, train={"epochs": 2 * epochs}), "full", None, seed, work / f"t{s.targets[0]:g}",
+                         work, experiment, uri, name=f"full-s{seed}-x2epochs")
+        base = next(r for r in rows if r["source"] == "full" and r["seed"] == seed)
+        convergence = {"seed": seed, "epochs": epochs, "miou": base["miou"], "epochs_x2": 2 * epochs,
+                       "miou_x2": longer["miou"], "pixel_accuracy": base["pixel_accuracy"],
+                       "pixel_accuracy_x2": longer["pixel_accuracy"]}
     prepared = load_prepared(work / "data" / "prepared")
     train_rows = prepared.split("train")
     agg = aggregate(rows)
@@ -243,11 +274,13 @@ def study(params: Params) -> dict:
                         "train_size": f"{train_rows[0]['width']}x{train_rows[0]['height']} (first image)",
                         "val_images": len(prepared.split("val")), "model": params.train.model,
                         "width": params.train.width, "epochs": params.train.epochs, "crop": params.train.crop,
+                        "batch_size": params.train.batch_size,
                         "lr": params.train.lr, "augment": params.train.augment, "targets": s.targets,
                         "seeds": s.seeds, "confidence": params.train.confidence,
                         "oracle": f"{params.oracle.strategy}, per-pixel {params.oracle.model} width "
-                                  f"{params.oracle.width}, cap {params.oracle.max_fraction:.0%} of the image"},
-              "aggregate": agg, "rows": rows}
+                                  f"{params.oracle.width}, cap {params.oracle.max_fraction:.0%} of the image",
+                        "oracle_scale": oracle_params.data.scale},
+              "convergence": convergence, "aggregate": agg, "rows": rows}
     out = OUT
     write_json(out / f"{name}.json", report)
     write_csv(out / f"{name}_curve.csv", [{"source": a["source"], "target": a["target"] or 1.0,

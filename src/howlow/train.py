@@ -33,23 +33,38 @@ from .oracle import use_runtime
 from .params import Params
 
 
+def resample_nearest(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label map (each output pixel takes the label at its centre)."""
+    if label.shape == tuple(shape):
+        return label
+    rows = ((np.arange(shape[0]) + 0.5) * label.shape[0] / shape[0]).astype(np.int64)
+    cols = ((np.arange(shape[1]) + 0.5) * label.shape[1] / shape[1]).astype(np.int64)
+    return label[rows][:, cols]
+
+
 def label_map(source: str, params: Params, prepared: Prepared, row: dict, oracle_dir: Path = ORACLE,
               pseudo_dir: Path = PSEUDO) -> np.ndarray:
-    """The training target of one image for a label source (void 255 = no label)."""
+    """The training target of one image for a label source (void 255 = no label). The Oracle may
+    have annotated the image at another resolution (`study.oracle_scale`): its labels are resampled
+    to the training image (nearest; a revealed pixel labels the training pixel it falls in)."""
     truth = prepared.label(row)
     if source == "full":
         return truth
     if source == "pseudo":
-        return read_label(Path(pseudo_dir) / f"{row['id']}.png")
+        return resample_nearest(read_label(Path(pseudo_dir) / f"{row['id']}.png"), truth.shape)
     if source == "confident":
-        target = read_label(Path(pseudo_dir) / f"{row['id']}.png").copy()
-        conf = read_label(Path(pseudo_dir) / f"{row['id']}_conf.png")  # confidence x 255
+        target = resample_nearest(read_label(Path(pseudo_dir) / f"{row['id']}.png"), truth.shape).copy()
+        conf = resample_nearest(read_label(Path(pseudo_dir) / f"{row['id']}_conf.png"), truth.shape)  # x 255
         target[conf < round(params.train.confidence * 255)] = VOID
         return target
-    revealed = np.array(read_json(Path(oracle_dir) / f"{row['id']}.json")["revealed"], np.int64).reshape(-1, 4)
+    result = read_json(Path(oracle_dir) / f"{row['id']}.json")
+    revealed = np.array(result["revealed"], np.int64).reshape(-1, 4)
     target = np.full_like(truth, VOID)
     if source == "sparse":
-        target[revealed[:, 0], revealed[:, 1]] = revealed[:, 2]
+        h, w = result["summary"]["height"], result["summary"]["width"]
+        ys = (revealed[:, 0] * truth.shape[0]) // h
+        xs = (revealed[:, 1] * truth.shape[1]) // w
+        target[ys, xs] = revealed[:, 2]
         return target
     if source == "random":
         rng = np.random.default_rng([params.train.seed, zlib.crc32(row["id"].encode())])
@@ -62,10 +77,11 @@ def label_map(source: str, params: Params, prepared: Prepared, row: dict, oracle
 
 def annotated_pixels(source: str, target: np.ndarray, truth: np.ndarray, n_revealed: int) -> int:
     """What the labels of a source cost a human: every valid pixel for `full`, the Oracle's
-    revealed pixels for `pseudo` (its labels come from those), the labelled pixels otherwise."""
+    revealed pixels for `pseudo`, `confident` and `sparse` (their labels come from those), the
+    labelled pixels for `random`."""
     if source == "full":
         return int((truth != VOID).sum())
-    if source in ("pseudo", "confident"):
+    if source in ("pseudo", "confident", "sparse"):
         return n_revealed
     return int((target != VOID).sum())
 
@@ -96,13 +112,14 @@ def train_source(params: Params, source: str, prepared: Prepared, ids: list[str]
                  oracle_dir: Path = ORACLE, pseudo_dir: Path = PSEUDO) -> dict:
     t = params.train
     rows = [r for r in prepared.split("train") if r["id"] in ids]
-    revealed = {r["id"]: int(r["revealed"]) for r in read_csv(Path(oracle_dir) / "summary.csv")}
+    summary = {r["id"]: r for r in read_csv(Path(oracle_dir) / "summary.csv")}
     images, targets, annotated, total = [], [], 0, 0
     for row in rows:
         target = label_map(source, params, prepared, row, oracle_dir, pseudo_dir)
         truth = prepared.label(row)
-        annotated += annotated_pixels(source, target, truth, revealed[row["id"]])
-        total += truth.size
+        annotated += annotated_pixels(source, target, truth, int(summary[row["id"]]["revealed"]))
+        # a share of the image at the resolution it was annotated at (the Oracle's, for the sparse sources)
+        total += truth.size if source == "full" else int(summary[row["id"]]["pixels"])
         images.append(tv_tensors.Image(torch.from_numpy(prepared.image(row)).permute(2, 0, 1)))
         targets.append(tv_tensors.Mask(torch.from_numpy(target.astype(np.int64))))
     stacked = torch.cat([im.reshape(3, -1) for im in images], 1).float() / 255.0
