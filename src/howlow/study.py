@@ -178,10 +178,10 @@ def write_report(out_dir: Path = OUT) -> Path:
                   f"- Data: scale {s['scale']}, {s['train_images']} training images ({s['train_size']}), "
                   f"val split {s['val_images']} images at the same scale.",
                   f"- Network: {s['model']} width {s['width']}, from scratch, {s['epochs']} epochs of batches of "
-                  f"{s.get('batch_size', '?')} crops {s['crop']}, Adam + one-cycle lr {s['lr']}, augmentation "
+                  f"{s['batch_size']} crops {s['crop']}, Adam + one-cycle lr {s['lr']}, augmentation "
                   f"{'RandomResizedCrop (35-100 % of the image) + flip' if s['augment'] else 'crop only'}, "
                   "no class weighting.",
-                  f"- Oracle: {s['oracle']}, annotating at scale {s.get('oracle_scale', s['scale'])} (annotated % is "
+                  f"- Oracle: {s['oracle']}, annotating at scale {s['oracle_scale']} (annotated % is "
                   "of the image at that scale); budgets are the Oracle targets "
                   f"{s['targets']}; seeds {s['seeds']}.",
                   f"- Machine: {rep['machine']}; wall time {rep['wall_minutes']:.0f} min."]
@@ -239,10 +239,8 @@ def study(params: Params) -> dict:
         budget_dir = work / f"t{target:g}"
         (budget_dir / "data").mkdir(parents=True, exist_ok=True)
         link = budget_dir / "data" / "prepared"
-        if link.is_symlink() and link.resolve() != annotated:
-            link.unlink()
-        if not link.is_symlink():
-            link.symlink_to(annotated, target_is_directory=True)
+        link.unlink(missing_ok=True)  # re-pointed every run: study.oracle_scale may have changed
+        link.symlink_to(annotated, target_is_directory=True)
         p = _update(params, oracle={"target_accuracy": target})
         with contextlib.chdir(budget_dir):
             po = _update(oracle_params, oracle={"target_accuracy": target})
