@@ -203,7 +203,11 @@ def write_report(out_dir: Path = OUT) -> Path:
                   f"- Images: {s['images']} images of the {s['split']} split (`data.max_{s['split']}` evenly spaced, then "
                   f"the first `budget.images`), scale {s['scale']} ({s['size']}); seeds {s['seeds']}.",
                   f"- Network: per-pixel {o['model']} {o['depth']}x{o['width']} on RGB, blurred RGB and local "
-                  f"contrast at scales {o['scales']}, coords {o['coords']}; {o['steps_per_round']} Adam steps per "
+                  f"contrast at scales {o['scales']}, coords {o['coords']}"
+                  # keys newer than some committed JSONs: absent means the cue did not exist (off)
+                  + (f", SLIC superpixel cues at {o['superpixels']}" if o.get("superpixels") else "")
+                  + (f", sin/cos position at {o['fourier']} octaves" if o.get("fourier") else "")
+                  + f"; {o['steps_per_round']} Adam steps per "
                   f"round at lr {o['lr']}, warm start {o['warm_start']}, class balance {o['class_balance']}.",
                   f"- Rounds: {o['initial_pixels']} random pixels, then {o['pixels_per_round']} per round "
                   f"(growth {o['round_growth']}); stop at {o['target_accuracy']:.0%} or {o['max_fraction']:.1%} "

@@ -66,7 +66,7 @@ def superpixel_cues(rgb: np.ndarray, n_segments: int) -> list[np.ndarray]:
 def image_features(image: np.ndarray, p: OracleParams) -> torch.Tensor:
     """(C, H, W) per-image standardised cues: RGB; per scale, blurred RGB and local contrast (std of
     grey levels in a Gaussian window); per superpixel count, the superpixel's mean RGB and contrast;
-    and y/x in [-1, 1] when `p.coords`."""
+    y/x in [-1, 1] when `p.coords`; sin/cos of pi 2^k y and x for k < `p.fourier`."""
     rgb = image.astype(np.float32) / 255.0
     grey = rgb.mean(2)
     chans = [rgb[..., c] for c in range(3)]
@@ -76,16 +76,20 @@ def image_features(image: np.ndarray, p: OracleParams) -> torch.Tensor:
         chans.append(np.sqrt(np.maximum(ndimage.gaussian_filter(grey * grey, s) - mean * mean, 0)))
     for n in p.superpixels:
         chans += superpixel_cues(rgb, n)
+    h, w = grey.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = yy / max(h - 1, 1) * 2 - 1, xx / max(w - 1, 1) * 2 - 1
     if p.coords:
-        h, w = grey.shape
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        chans += [yy / max(h - 1, 1) * 2 - 1, xx / max(w - 1, 1) * 2 - 1]
+        chans += [yy, xx]
+    for k in range(p.fourier):
+        f = np.pi * 2**k
+        chans += [np.sin(f * yy), np.cos(f * yy), np.sin(f * xx), np.cos(f * xx)]
     x = torch.from_numpy(np.stack(chans).astype(np.float32))
     return (x - x.mean((1, 2), keepdim=True)) / (x.std((1, 2), keepdim=True) + 1e-6)
 
 
 def n_features(p: OracleParams) -> int:
-    return 3 + 4 * len(p.scales) + 4 * len(p.superpixels) + (2 if p.coords else 0)
+    return 3 + 4 * len(p.scales) + 4 * len(p.superpixels) + (2 if p.coords else 0) + 4 * p.fourier
 
 
 def image_seed(seed: int, image_id: str) -> int:

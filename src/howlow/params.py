@@ -78,6 +78,9 @@ class OracleParams(_Group):
     # and the mean colour and contrast of each pixel's SLIC superpixel, for these superpixel counts
     superpixels: list[int] = []
     coords: bool = True
+    # sin/cos of x and y at this many octaves (periods of 1, 1/2, 1/4, ... of the image's extent):
+    # position at high frequency, so a click can fix a small region without moving the rest
+    fourier: int = Field(0, ge=0, le=12)
     warm_start: bool = True  # keep training the same network across rounds (else restart each round)
     # reveal max(pixels_per_round, round_growth x revealed so far) per round: fewer rounds on big images
     round_growth: float = Field(0.0, ge=0, le=1)
