@@ -22,7 +22,8 @@ def test_study_trains_every_source_budget_and_seed_and_logs_them(tmp_path):
                             "train": {"epochs": 1}, "runtime": {"threads": 1}})
     done = howlow("study", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    rep = json.loads((tmp_path / "reports/dataset_level/synthetic.json").read_text())
+    rep = json.loads((tmp_path / "reports/dataset_level/synthetic-finer.json").read_text())
+    assert rep["dataset"] == "synthetic-finer" and rep["mlflow_experiment"].endswith("-dataset-synthetic-finer")
     # full once per seed; every other source once per budget and seed
     assert len(rep["rows"]) == 2 * (1 + 3 * 2)
     names = {r["name"] for r in rep["rows"]}
@@ -61,26 +62,29 @@ def test_study_trains_every_source_budget_and_seed_and_logs_them(tmp_path):
 @pytest.mark.slow
 def test_study_with_the_oracle_at_a_finer_scale_than_training(tmp_path):
     """study.oracle_scale: the Oracle annotates 48x64 images, the data-set networks train on the same
-    images at 24x32; every sparse source costs the Oracle's count, as a share of the 48x64 image."""
+    images at 24x32; every sparse source costs the Oracle's count, as a share of the 48x64 image.
+    `study.tag` names the work folder, the report section and the MLflow experiment."""
     env = project_env(tmp_path)
     write_params(tmp_path, {"data": {"scale": 0.5},
                             "study": {"targets": [0.9], "seeds": [0], "oracle_scale": 1.0, "convergence_check": False,
-                                      "label_sources": ["full", "pseudo", "sparse", "random"]},
+                                      "tag": "finer", "label_sources": ["full", "pseudo", "sparse", "random"]},
                             "train": {"epochs": 1, "crop": [16, 24]}, "runtime": {"threads": 1}})
     done = howlow("study", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    work = tmp_path / "studies/work/synthetic"
+    work = tmp_path / "studies/work/synthetic-finer"
     oracle_rows = read_csv(work / "t0.9/data/oracle/summary.csv")
     assert {(int(r["height"]), int(r["width"])) for r in oracle_rows} == {(48, 64)}
     assert {(int(r["height"]), int(r["width"])) for r in read_csv(work / "data/prepared/manifest.csv")} == {(24, 32)}
     revealed = sum(int(r["revealed"]) for r in oracle_rows)
-    rep = json.loads((tmp_path / "reports/dataset_level/synthetic.json").read_text())
+    rep = json.loads((tmp_path / "reports/dataset_level/synthetic-finer.json").read_text())
+    assert rep["dataset"] == "synthetic-finer" and rep["mlflow_experiment"].endswith("-dataset-synthetic-finer")
     by = {r["source"]: r for r in rep["rows"]}
     for source in ("pseudo", "sparse", "random"):
         assert by[source]["annotated_pixels"] == revealed
         assert by[source]["annotated_pct"] == pytest.approx(100 * revealed / (3 * 48 * 64))
     assert rep["setup"]["oracle_scale"] == 1.0 and rep["convergence"] is None
-    assert "annotating at scale 1.0" in (tmp_path / "reports/dataset_level.md").read_text()
+    md = (tmp_path / "reports/dataset_level.md").read_text()
+    assert "annotating at scale 1.0" in md and "## synthetic-finer" in md
 
 
 @pytest.mark.slow

@@ -136,6 +136,7 @@ class StudyParams(_Group):
     # always train and are scored at data.scale: e.g. annotate CamVid at native resolution (1.0), where
     # the budget in % means what the paper means, and train at 0.25 where a CPU can
     oracle_scale: float | None = Field(None, gt=0, le=1)
+    tag: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$", description="report name suffix, e.g. another Oracle recipe")
 
     @model_validator(mode="after")
     def _valid(self):
