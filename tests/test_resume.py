@@ -24,8 +24,13 @@ N_TRAIN = 6
 # Slow enough per image (~1-3 s on a loaded 2-core machine) to be caught mid-stage: a target of 100 %
 # makes most images run many rounds, with many steps per round. One torch thread: on a busy machine
 # several threads per process slow the run down a lot, and this test is about resuming, not speed.
+# One image per batch: images that reach 100 % or run out of error pixels leave early, and slots training
+# on unequal pixel counts agree with another batch composition only to float rounding (howlow.engine).
+# A resumed run batches the images differently from an uninterrupted one, so only one-image batches
+# must give the same outputs bit for bit.
 EXTRA = {"data": {"synthetic": {"n_train": N_TRAIN, "n_val": 2}},
-         "oracle": {"target_accuracy": 1.0, "steps_per_round": 100}, "runtime": {"threads": 1}}
+         "oracle": {"target_accuracy": 1.0, "steps_per_round": 100},
+         "runtime": {"threads": 1, "oracle_batch": 1}}
 IDS = [f"syn_train_{i:03d}" for i in range(N_TRAIN)]
 
 
