@@ -210,6 +210,20 @@ def test_fourier_position_cues():
     assert len(runs[3].revealed) < len(runs[0].revealed)
 
 
+def test_position_gain_scales_only_the_position_channels():
+    """`oracle.position_gain` multiplies coords and octaves after standardisation, nothing else."""
+    image, _ = scene()
+    base = image_features(image, oracle_params(scales=[1.0], fourier=2))
+    x = image_features(image, oracle_params(scales=[1.0], fourier=2, position_gain=3.0))
+    n_position = 2 + 4 * 2
+    assert torch.equal(x[:-n_position], base[:-n_position])
+    assert torch.allclose(x[-n_position:], 3.0 * base[-n_position:])
+    assert torch.allclose(x[-n_position:].std((1, 2)), torch.full((n_position,), 3.0), atol=1e-3)
+    no_position = oracle_params(scales=[1.0], coords=False, position_gain=3.0)
+    assert torch.equal(image_features(image, no_position), image_features(image, no_position.model_copy(
+        update={"position_gain": 1.0})))
+
+
 # --------------------------------------------------------------------------- stage, outputs, resume
 def stage_params(**oracle_update) -> Params:
     return Params.model_validate({

@@ -72,6 +72,7 @@ def test_overrides(params_file):
     ("", ["oracle.scales=[1, -2]"], "oracle", "oracle.scales must all be > 0"),
     ("", ["oracle.superpixels=[100, 1]"], "oracle", "oracle.superpixels must all be >= 2"),
     ("", ["oracle.fourier=13"], "oracle.fourier", "less than or equal to 12"),
+    ("", ["oracle.position_gain=0"], "oracle.position_gain", "greater than 0"),
     ("data:\n  layout: segnet\n", [], "data", "data.source 'synthetic' goes with data.layout 'synthetic'"),
     ("", ["data.source=synthetic", "data.layout=segnet"], "data", "goes with data.layout"),
     ("", ["data.source=camvid"], "data", "goes with data.layout"),

@@ -207,6 +207,7 @@ def write_report(out_dir: Path = OUT) -> Path:
                   # keys newer than some committed JSONs: absent means the cue did not exist (off)
                   + (f", SLIC superpixel cues at {o['superpixels']}" if o.get("superpixels") else "")
                   + (f", sin/cos position at {o['fourier']} octaves" if o.get("fourier") else "")
+                  + (f", position channels x{o['position_gain']:g}" if o.get("position_gain", 1.0) != 1.0 else "")
                   + f"; {o['steps_per_round']} Adam steps per "
                   f"round at lr {o['lr']}, warm start {o['warm_start']}, class balance {o['class_balance']}.",
                   f"- Rounds: {o['initial_pixels']} random pixels, then {o['pixels_per_round']} per round "

@@ -66,7 +66,8 @@ def superpixel_cues(rgb: np.ndarray, n_segments: int) -> list[np.ndarray]:
 def image_features(image: np.ndarray, p: OracleParams) -> torch.Tensor:
     """(C, H, W) per-image standardised cues: RGB; per scale, blurred RGB and local contrast (std of
     grey levels in a Gaussian window); per superpixel count, the superpixel's mean RGB and contrast;
-    y/x in [-1, 1] when `p.coords`; sin/cos of pi 2^k y and x for k < `p.fourier`."""
+    y/x in [-1, 1] when `p.coords`; sin/cos of pi 2^k y and x for k < `p.fourier`. The position
+    channels are then scaled by `p.position_gain`."""
     rgb = image.astype(np.float32) / 255.0
     grey = rgb.mean(2)
     chans = [rgb[..., c] for c in range(3)]
@@ -85,7 +86,11 @@ def image_features(image: np.ndarray, p: OracleParams) -> torch.Tensor:
         f = np.pi * 2**k
         chans += [np.sin(f * yy), np.cos(f * yy), np.sin(f * xx), np.cos(f * xx)]
     x = torch.from_numpy(np.stack(chans).astype(np.float32))
-    return (x - x.mean((1, 2), keepdim=True)) / (x.std((1, 2), keepdim=True) + 1e-6)
+    x = (x - x.mean((1, 2), keepdim=True)) / (x.std((1, 2), keepdim=True) + 1e-6)
+    n_position = (2 if p.coords else 0) + 4 * p.fourier  # the last channels
+    if n_position and p.position_gain != 1.0:
+        x[-n_position:] *= p.position_gain
+    return x
 
 
 def n_features(p: OracleParams) -> int:

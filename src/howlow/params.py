@@ -81,6 +81,9 @@ class OracleParams(_Group):
     # sin/cos of x and y at this many octaves (periods of 1, 1/2, 1/4, ... of the image's extent):
     # position at high frequency, so a click can fix a small region without moving the rest
     fourier: int = Field(0, ge=0, le=12)
+    # multiplies the position channels (coords and octaves) after standardisation: > 1 lets Adam move
+    # their weights further per step, a prior towards "nearby pixels share a label" over colour
+    position_gain: float = Field(1.0, gt=0)
     warm_start: bool = True  # keep training the same network across rounds (else restart each round)
     # reveal max(pixels_per_round, round_growth x revealed so far) per round: fewer rounds on big images
     round_growth: float = Field(0.0, ge=0, le=1)
