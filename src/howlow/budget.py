@@ -93,7 +93,7 @@ def budget(params: Params) -> dict:
     b = params.budget
     if params.data.source != "synthetic":
         params = _update(params, data={"source": str(Path(params.data.source).resolve())})
-    name = f"{params.dataset_name}-{b.tag}" if b.tag else params.dataset_name
+    name = params.report_name(b.tag)
     work = (WORK / f"budget-{name}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     with contextlib.chdir(work):

@@ -7,7 +7,7 @@ Every stage entry point takes a `Params` object; the CLI and the Prefect flow bu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -127,6 +127,10 @@ class TrainParams(_Group):
         return self
 
 
+# suffix of a report's name, work folder and MLflow experiment (`Params.report_name`)
+ReportTag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$")]
+
+
 class StudyParams(_Group):
     """`howlow study`: the data-set level comparison over budgets and seeds."""
     targets: list[float] = [0.9, 0.95, 0.98]  # Oracle targets, i.e. annotation budgets
@@ -139,7 +143,7 @@ class StudyParams(_Group):
     # always train and are scored at data.scale: e.g. annotate CamVid at native resolution (1.0), where
     # the budget in % means what the paper means, and train at 0.25 where a CPU can
     oracle_scale: float | None = Field(None, gt=0, le=1)
-    tag: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$", description="report name suffix, e.g. another Oracle recipe")
+    tag: ReportTag = ""  # e.g. another Oracle recipe
 
     @model_validator(mode="after")
     def _valid(self):
@@ -157,7 +161,7 @@ class BudgetParams(_Group):
     split: Literal["train", "val"] = "val"
     images: int = Field(30, ge=0, description="the first N images of the split; 0 = all")
     training_order: bool = True  # also train on the revealed pixels in reveal order / all at once / shuffled
-    tag: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$", description="report name suffix, e.g. for ablations")
+    tag: ReportTag = ""  # e.g. an ablation
 
     @model_validator(mode="after")
     def _valid(self):
@@ -209,6 +213,10 @@ class Params(_Group):
     @property
     def dataset_name(self) -> str:
         return "synthetic" if self.data.layout == "synthetic" else Path(self.data.source).name
+
+    def report_name(self, tag: str) -> str:
+        """The data set's name, suffixed with a study's or budget report's `tag` when it has one."""
+        return f"{self.dataset_name}-{tag}" if tag else self.dataset_name
 
     def to_dict(self) -> dict:
         return self.model_dump(by_alias=True, mode="json")

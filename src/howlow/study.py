@@ -220,7 +220,7 @@ def study(params: Params) -> dict:
     s = params.study
     if params.data.source != "synthetic":  # the stages run in work folders: make the source absolute
         params = _update(params, data={"source": str(Path(params.data.source).resolve())})
-    name = f"{params.dataset_name}-{s.tag}" if s.tag else params.dataset_name
+    name = params.report_name(s.tag)
     work = (WORK / name).resolve()
     uri = tracking_uri(params)
     experiment = f"{params.tracking.experiment}-dataset-{name}"
