@@ -10,7 +10,7 @@ import torch
 from howlow.data import synthetic_scene
 from howlow.engine import SlotAdam
 from howlow.models import PixelMLP, StackedMLP
-from howlow.oracle import run_oracle, run_oracle_many
+from howlow.oracle import image_features, run_oracle, run_oracle_many
 from howlow.params import Params
 
 K = 6
@@ -68,6 +68,21 @@ def test_batch_of_three_equals_three_sequential_runs(strategy):
         assert_same(runs[key], run_oracle(image, label, K, p, seed))
     # the images really differ, so equality is not trivial
     assert len({tuple(map(tuple, r.revealed)) for r in runs.values()}) == 3
+
+
+def test_position_lattice_is_batched_too():
+    """With `oracle.grid` each slot owns its lattice embedding: batched bit for bit as one at a time, and
+    the stored network (models.PixelMLP, as pseudolabel loads it) predicts what the Oracle scored."""
+    items = images([(48, 64)] * 2)
+    p = params(grid=[4, 8], fourier=2)
+    runs, _ = batched(items, p, 2)
+    for key, image, label, seed in items:
+        alone = run_oracle(image, label, K, p, seed)
+        assert_same(runs[key], alone)
+        assert alone.model.state_dict()["grid"].abs().sum() > 0  # the lattice was trained
+        with torch.no_grad():
+            pred = alone.model(image_features(image, p)[None])[0].argmax(0).numpy()
+        np.testing.assert_array_equal(pred, alone.prediction)
 
 
 def test_images_of_different_sizes_and_continuous_batching():

@@ -73,6 +73,8 @@ def test_overrides(params_file):
     ("", ["oracle.superpixels=[100, 1]"], "oracle", "oracle.superpixels must all be >= 2"),
     ("", ["oracle.fourier=13"], "oracle.fourier", "less than or equal to 12"),
     ("", ["oracle.position_gain=0"], "oracle.position_gain", "greater than 0"),
+    ("", ["oracle.grid=[8,0]"], "oracle", "between 1 and 256"),
+    ("", ["oracle.grid=[8]", "oracle.model=unet"], "oracle", "needs oracle.model: mlp"),
     ("data:\n  layout: segnet\n", [], "data", "data.source 'synthetic' goes with data.layout 'synthetic'"),
     ("", ["data.source=synthetic", "data.layout=segnet"], "data", "goes with data.layout"),
     ("", ["data.source=camvid"], "data", "goes with data.layout"),

@@ -134,16 +134,18 @@ def train_round(model: StackedMLP, adam: SlotAdam, x, y, weight, on: torch.Tenso
 def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: int, layers: int, lr: float,
                 steps_per_round: int, batch_size: int, warm_start: bool = True,
                 on_done: Callable[[Job, dict, float], None] | None = None,
-                device: str | torch.device = "cpu", select_workers: int = 1) -> None:
+                device: str | torch.device = "cpu", select_workers: int = 1,
+                grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4) -> None:
     """Run every job's Oracle loop, `batch_size` images at a time with continuous batching.
 
     One tick = one round for every active slot: train `steps_per_round` steps on its revealed pixels,
     predict its whole image, hand the logits to its OracleState (which scores, stops or reveals).
     `on_done(job, slot_state_dict, seconds)` is called as soon as an image is done. `select_workers` > 1
     runs the slots' scoring and pixel selection in that many threads (scipy releases the GIL for most
-    of it), overlapped with the prediction of the next chunk."""
+    of it), overlapped with the prediction of the next chunk. `grid`/`grid_dim`: the networks' position
+    lattices (models.StackedMLP); the features then end with their corner columns."""
     queue = iter(jobs)
-    model = StackedMLP(batch_size, n_features, n_classes, hidden, layers).to(device)
+    model = StackedMLP(batch_size, n_features, n_classes, hidden, layers, grid, grid_dim).to(device)
     adam = SlotAdam(list(model.parameters()), lr)
     slot_job: list[Job | None] = [None] * batch_size
     slot_feats: list[torch.Tensor | None] = [None] * batch_size

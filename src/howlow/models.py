@@ -44,20 +44,47 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+def grid_nodes(grid: list[int] | tuple[int, ...]) -> int:
+    """Nodes of the position lattices with these many cells across each side: sum of (n + 1)^2."""
+    return sum((n + 1) ** 2 for n in grid)
+
+
 class StackedMLP(nn.Module):
     """G per-pixel MLPs in one module: weights[l] is (G, in, out), biases[l] is (G, 1, out).
     `forward` maps (G, n, C) features to (G, n, K) logits; `slots` picks a subset (no copy of the
-    others' work)."""
+    others' work).
 
-    def __init__(self, groups: int, in_channels: int, n_classes: int, hidden: int = 64, layers: int = 2):
+    With `grid` (cells across each side, one lattice per entry) every slot also owns a learnable
+    position embedding: `grid_dim` numbers per lattice node, zero at the start, read at each pixel by
+    bilinear interpolation. The last 8 x len(grid) columns of a feature row are then the pixel's four
+    corner nodes per lattice (flat node index, as a float) and their bilinear weights
+    (howlow.oracle.grid_corners). Unlike a sine, a node only moves the pixels of its own cells, so a
+    click corrects its neighbourhood without rippling across the image."""
+
+    def __init__(self, groups: int, in_channels: int, n_classes: int, hidden: int = 64, layers: int = 2,
+                 grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4):
         super().__init__()
-        dims = [in_channels] + [hidden] * layers + [n_classes]
+        self.levels, self.grid_dim = len(grid), grid_dim
+        self.cues = in_channels - 8 * self.levels  # columns that enter the first layer as they are
+        dims = [self.cues + grid_dim * self.levels] + [hidden] * layers + [n_classes]
         self.weights = nn.ParameterList([nn.Parameter(torch.empty(groups, a, b)) for a, b in zip(dims, dims[1:])])
         self.biases = nn.ParameterList([nn.Parameter(torch.empty(groups, 1, b)) for b in dims[1:]])
+        self.grid = nn.Parameter(torch.zeros(groups, grid_nodes(grid), grid_dim)) if grid else None
 
     @property
     def groups(self) -> int:
         return self.weights[0].shape[0]
+
+    def embed(self, f: torch.Tensor, slots: torch.Tensor | None) -> torch.Tensor:
+        """(G, n, cues + grid_dim x levels): the cues, then each lattice's interpolated embedding."""
+        if self.grid is None:
+            return f
+        g, n, l4 = f.shape[0], f.shape[1], 4 * self.levels
+        table = self.grid if slots is None else self.grid[slots]
+        idx = f[..., self.cues : self.cues + l4].long().reshape(g, n * l4, 1).expand(-1, -1, self.grid_dim)
+        corner = torch.gather(table, 1, idx).view(g, n, self.levels, 4, self.grid_dim)
+        w = f[..., self.cues + l4 :].reshape(g, n, self.levels, 4, 1)
+        return torch.cat([f[..., : self.cues], (corner * w).sum(3).flatten(2)], 2)
 
     @torch.no_grad()
     def reset_slot(self, g: int, generator: torch.Generator) -> None:
@@ -68,9 +95,12 @@ class StackedMLP(nn.Module):
             nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
             w[g].copy_(weight.T)
             b[g].uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), generator=generator)
+        if self.grid is not None:
+            self.grid[g].zero_()
 
     def forward(self, f: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
         last = len(self.weights) - 1
+        f = self.embed(f, slots)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             if slots is not None:
                 w, b = w[slots], b[slots]
@@ -89,8 +119,9 @@ class PixelMLP(StackedMLP):
     the same thing the same way). `forward` takes (N, C, H, W) like the other networks; `pixels`
     takes (n, C) feature vectors."""
 
-    def __init__(self, in_channels: int, n_classes: int, hidden: int = 64, layers: int = 2):
-        super().__init__(1, in_channels, n_classes, hidden, layers)
+    def __init__(self, in_channels: int, n_classes: int, hidden: int = 64, layers: int = 2,
+                 grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4):
+        super().__init__(1, in_channels, n_classes, hidden, layers, grid, grid_dim)
 
     def pixels(self, f: torch.Tensor) -> torch.Tensor:
         return super().forward(f[None])[0]
@@ -130,10 +161,11 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
 
 
 def build_model(name: str, in_channels: int, n_classes: int, width: int, depth: int,
-                generator: torch.Generator) -> nn.Module:
-    """`width`/`depth` are the U-Net's channels and poolings, or the MLP's hidden units and layers."""
+                generator: torch.Generator, grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4) -> nn.Module:
+    """`width`/`depth` are the U-Net's channels and poolings, or the MLP's hidden units and layers;
+    `grid`/`grid_dim` the MLP's position lattices (StackedMLP)."""
     if name == "mlp":
-        net = PixelMLP(in_channels, n_classes, width, depth)
+        net = PixelMLP(in_channels, n_classes, width, depth, grid, grid_dim)
         net.reset_slot(0, generator)
         return net
     if name == "unet":

@@ -63,11 +63,31 @@ def superpixel_cues(rgb: np.ndarray, n_segments: int) -> list[np.ndarray]:
     return [c.reshape(rgb.shape[:2]).astype(np.float32) for c in chans]
 
 
+def grid_corners(h: int, w: int, grid: list[int]) -> torch.Tensor:
+    """(8 x len(grid), H, W): for each lattice of n x n cells spanning the image, every pixel's four
+    corner nodes (flat index into all lattices' nodes, as a float) and then their bilinear weights.
+    What models.StackedMLP reads its position embedding with."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    idx, wts, offset = [], [], 0
+    for n in grid:
+        # position in cell units, the last row/column kept inside the last cell
+        fy = np.minimum(yy / max(h - 1, 1) * n, n - 1e-6)
+        fx = np.minimum(xx / max(w - 1, 1) * n, n - 1e-6)
+        y0, x0 = np.floor(fy), np.floor(fx)
+        ty, tx = fy - y0, fx - x0
+        node = lambda y, x: offset + y * (n + 1) + x  # noqa: E731
+        idx += [node(y0, x0), node(y0, x0 + 1), node(y0 + 1, x0), node(y0 + 1, x0 + 1)]
+        wts += [(1 - ty) * (1 - tx), (1 - ty) * tx, ty * (1 - tx), ty * tx]
+        offset += (n + 1) ** 2
+    return torch.from_numpy(np.stack(idx + wts).astype(np.float32)) if grid else torch.zeros(0, h, w)
+
+
 def image_features(image: np.ndarray, p: OracleParams) -> torch.Tensor:
     """(C, H, W) per-image standardised cues: RGB; per scale, blurred RGB and local contrast (std of
     grey levels in a Gaussian window); per superpixel count, the superpixel's mean RGB and contrast;
     y/x in [-1, 1] when `p.coords`; sin/cos of pi 2^k y and x for k < `p.fourier`. The position
-    channels are then scaled by `p.position_gain`."""
+    channels are then scaled by `p.position_gain`. With `p.grid`, the lattice corners and weights
+    follow, unstandardised (grid_corners)."""
     rgb = image.astype(np.float32) / 255.0
     grey = rgb.mean(2)
     chans = [rgb[..., c] for c in range(3)]
@@ -90,11 +110,12 @@ def image_features(image: np.ndarray, p: OracleParams) -> torch.Tensor:
     n_position = (2 if p.coords else 0) + 4 * p.fourier  # the last channels
     if n_position and p.position_gain != 1.0:
         x[-n_position:] *= p.position_gain
-    return x
+    return torch.cat([x, grid_corners(h, w, p.grid)]) if p.grid else x
 
 
 def n_features(p: OracleParams) -> int:
-    return 3 + 4 * len(p.scales) + 4 * len(p.superpixels) + (2 if p.coords else 0) + 4 * p.fourier
+    return (3 + 4 * len(p.scales) + 4 * len(p.superpixels) + (2 if p.coords else 0) + 4 * p.fourier
+            + 8 * len(p.grid))
 
 
 def image_seed(seed: int, image_id: str) -> int:
@@ -104,6 +125,8 @@ def image_seed(seed: int, image_id: str) -> int:
 
 def oracle_network(p: OracleParams, n_classes: int, seed: int) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(seed)
+    if p.model == "mlp":
+        return build_model(p.model, n_features(p), n_classes, p.width, p.depth, gen, p.grid, p.grid_dim)
     return build_model(p.model, n_features(p), n_classes, p.width, p.depth, gen)
 
 
@@ -217,7 +240,7 @@ def run_oracle_many(items: Iterable[tuple[str, np.ndarray, np.ndarray, int]], n_
             on_done(job.key, run)
 
     run_batched(jobs(), n_features(p), n_classes, p.width, p.depth, p.lr, p.steps_per_round, batch_size,
-                p.warm_start, finished, device, select_workers)
+                p.warm_start, finished, device, select_workers, p.grid, p.grid_dim)
 
 
 def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OracleParams, seed: int) -> OracleRun:

@@ -84,6 +84,10 @@ class OracleParams(_Group):
     # multiplies the position channels (coords and octaves) after standardisation: > 1 lets Adam move
     # their weights further per step, a prior towards "nearby pixels share a label" over colour
     position_gain: float = Field(1.0, gt=0)
+    # learnable position embeddings (grid_dim numbers per node) on lattices of n x n cells spanning the
+    # image, one per entry, read by bilinear interpolation: local position, a click moves only its cells
+    grid: list[int] = []
+    grid_dim: int = Field(4, ge=1, le=64)
     warm_start: bool = True  # keep training the same network across rounds (else restart each round)
     # reveal max(pixels_per_round, round_growth x revealed so far) per round: fewer rounds on big images
     round_growth: float = Field(0.0, ge=0, le=1)
@@ -97,6 +101,10 @@ class OracleParams(_Group):
             raise ValueError("oracle.scales must all be > 0")
         if any(n < 2 for n in self.superpixels):
             raise ValueError("oracle.superpixels must all be >= 2 (superpixels per image)")
+        if any(not 1 <= n <= 256 for n in self.grid):
+            raise ValueError("oracle.grid must all be between 1 and 256 (cells across each side)")
+        if self.grid and self.model != "mlp":
+            raise ValueError("oracle.grid needs oracle.model: mlp (the U-Net has no position lattice)")
         return self
 
 

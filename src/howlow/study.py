@@ -276,7 +276,9 @@ def study(params: Params) -> dict:
                         "lr": params.train.lr, "augment": params.train.augment, "targets": s.targets,
                         "seeds": s.seeds, "confidence": params.train.confidence,
                         "oracle": f"{params.oracle.strategy}, per-pixel {params.oracle.model} width "
-                                  f"{params.oracle.width}, {params.oracle.fourier} position octaves, lr "
+                                  f"{params.oracle.width}, {params.oracle.fourier} position octaves"
+                                  + (f", position lattices {params.oracle.grid}" if params.oracle.grid else "")
+                                  + f", lr "
                                   f"{params.oracle.lr:g}, cap {params.oracle.max_fraction:.0%} of the image",
                         "oracle_scale": oracle_params.data.scale},
               "convergence": convergence, "aggregate": agg, "rows": rows}
