@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import howlow, project_env, write_params
-from howlow.budget import order_schedules
+from howlow.budget import mean_std, order_schedules
 from howlow.io import read_csv
 from howlow.study import aggregate
 
@@ -109,6 +109,12 @@ def test_budget_report_and_training_order(tmp_path):
     md = (tmp_path / "reports/oracle_budget.md").read_text()
     assert "| error_center |" in md and "Training order" in md
     assert (tmp_path / "reports/oracle_budget/synthetic_curves.png").stat().st_size > 0
+
+
+def test_budget_table_shows_a_spread_only_over_several_seeds():
+    stat = {"mean": 0.23494, "std": 0.0}
+    assert mean_std(stat, 3, 1) == "0.235"
+    assert mean_std({"mean": 0.23494, "std": 0.0031}, 3, 3) == "0.235 ± 0.003"
 
 
 def test_order_schedules_keep_the_same_pixels_and_round_sizes():

@@ -190,6 +190,13 @@ def accuracy_at(curves: list[dict], budgets: tuple[float, ...]) -> dict[str, dic
     return out
 
 
+def mean_std(stat: dict, digits: int, n_seeds: int) -> str:
+    """'mean ± std' over seeds; the mean alone for one seed, whose std of 0 would read as a measured spread."""
+    if n_seeds < 2:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
 def write_report(out_dir: Path = OUT) -> Path:
     lines = ["# Per-image Oracle budget", "",
              "Made by `howlow budget -p studies/budget_<dataset>.yaml` (see README); the numbers below are read",
@@ -219,7 +226,7 @@ def write_report(out_dir: Path = OUT) -> Path:
                   "| rule | revealed % | pixels (mean) | pixels (median) | reached target | final acc | rounds | s / image |",
                   "|---|---|---|---|---|---|---|---|"]
         for t in rep["table"]:
-            f = lambda k, d=3: f"{t[k]['mean']:.{d}f} ± {t[k]['std']:.{d}f}"  # noqa: E731
+            f = lambda k, d=3: mean_std(t[k], d, len(s["seeds"]))  # noqa: E731
             lines.append(f"| {t['strategy']} | {f('revealed_pct')} | {f('revealed_px', 0)} | "
                          f"{f('median_revealed_px', 0)} | {f('reached_fraction', 2)} | {f('final_accuracy')} | "
                          f"{f('rounds', 1)} | {f('seconds_per_image', 1)} |")
