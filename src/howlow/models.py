@@ -163,7 +163,7 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
 def build_model(name: str, in_channels: int, n_classes: int, width: int, depth: int,
                 generator: torch.Generator, grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4) -> nn.Module:
     """`width`/`depth` are the U-Net's channels and poolings, or the MLP's hidden units and layers;
-    `grid`/`grid_dim` the MLP's position lattices (StackedMLP)."""
+    `grid`/`grid_dim` the MLP's position lattices (StackedMLP; the params reject them for the others)."""
     if name == "mlp":
         net = PixelMLP(in_channels, n_classes, width, depth, grid, grid_dim)
         net.reset_slot(0, generator)

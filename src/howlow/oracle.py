@@ -125,9 +125,7 @@ def image_seed(seed: int, image_id: str) -> int:
 
 def oracle_network(p: OracleParams, n_classes: int, seed: int) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(seed)
-    if p.model == "mlp":
-        return build_model(p.model, n_features(p), n_classes, p.width, p.depth, gen, p.grid, p.grid_dim)
-    return build_model(p.model, n_features(p), n_classes, p.width, p.depth, gen)
+    return build_model(p.model, n_features(p), n_classes, p.width, p.depth, gen, p.grid, p.grid_dim)
 
 
 @dataclass
