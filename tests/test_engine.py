@@ -10,7 +10,7 @@ import torch
 from howlow.data import synthetic_scene
 from howlow.engine import SlotAdam
 from howlow.models import PixelMLP, StackedMLP
-from howlow.oracle import image_features, run_oracle, run_oracle_many
+from howlow.oracle import image_features, oracle_network, run_oracle, run_oracle_many
 from howlow.params import Params
 
 K = 6
@@ -83,6 +83,44 @@ def test_position_lattice_is_batched_too():
         with torch.no_grad():
             pred = alone.model(image_features(image, p)[None])[0].argmax(0).numpy()
         np.testing.assert_array_equal(pred, alone.prediction)
+
+
+def test_ensemble_is_batched_and_stored_whole():
+    """With `oracle.ensemble` every image trains several networks from different initial weights: a
+    batch of images equals one image at a time bit for bit, the Oracle scores the members' mean
+    softmax, and the stored network (all members, as pseudolabel loads it) predicts what it scored."""
+    items = images([(48, 64)] * 2)
+    p = params(ensemble=3, grid=[4], fourier=2)
+    runs, _ = batched(items, p, 2)
+    for key, image, label, seed in items:
+        alone = run_oracle(image, label, K, p, seed)
+        assert_same(runs[key], alone)
+        state = alone.model.state_dict()
+        assert state["weights.0"].shape[0] == 3
+        assert not torch.equal(state["weights.0"][0], state["weights.0"][1])  # members really differ
+        feats = image_features(image, p)
+        members = []
+        for e in range(3):  # each member alone, as a one-network PixelMLP
+            one = PixelMLP(feats.shape[0], K, p.width, p.depth, p.grid, p.grid_dim)
+            one.load_state_dict({k: v[e : e + 1] for k, v in state.items()})
+            with torch.no_grad():
+                members.append(one(feats[None])[0].softmax(0))
+        mean = torch.stack(members).mean(0)
+        with torch.no_grad():
+            torch.testing.assert_close(alone.model(feats[None])[0].exp(), mean)
+        np.testing.assert_array_equal(mean.argmax(0).numpy(), alone.prediction)
+        # and the members disagree somewhere, so the mean is not one network's answer
+        assert any((m.argmax(0) != mean.argmax(0)).any() for m in members)
+
+
+def test_ensemble_member_zero_is_the_plain_network():
+    """Members draw their weights one after the other from the image's generator: member 0 starts
+    where a one-network Oracle starts, the others elsewhere."""
+    one = oracle_network(params(), K, 5).state_dict()
+    three = oracle_network(params(ensemble=3), K, 5).state_dict()
+    for k, v in one.items():
+        assert torch.equal(three[k][:1], v), k
+    assert not torch.equal(three["weights.0"][1], three["weights.0"][0])
 
 
 def test_images_of_different_sizes_and_continuous_batching():

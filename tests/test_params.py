@@ -75,6 +75,8 @@ def test_overrides(params_file):
     ("", ["oracle.position_gain=0"], "oracle.position_gain", "greater than 0"),
     ("", ["oracle.grid=[8,0]"], "oracle", "between 1 and 256"),
     ("", ["oracle.grid=[8]", "oracle.model=unet"], "oracle", "needs oracle.model: mlp"),
+    ("", ["oracle.ensemble=2", "oracle.model=unet"], "oracle", "ensemble needs oracle.model: mlp"),
+    ("", ["oracle.ensemble=0"], "oracle.ensemble", "greater than or equal to 1"),
     ("data:\n  layout: segnet\n", [], "data", "data.source 'synthetic' goes with data.layout 'synthetic'"),
     ("", ["data.source=synthetic", "data.layout=segnet"], "data", "goes with data.layout"),
     ("", ["data.source=camvid"], "data", "goes with data.layout"),

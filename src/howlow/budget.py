@@ -75,7 +75,7 @@ def training_order(items: list[tuple[str, np.ndarray, np.ndarray, int]], runs: d
             results.setdefault(name, []).append(state)
             jobs.append(Job(f"{key}/{name}", feats, seed, state))
     run_batched(jobs, n_features(p), n_classes, p.width, p.depth, p.lr, p.steps_per_round, batch, p.warm_start,
-                device=device, grid=p.grid, grid_dim=p.grid_dim)
+                device=device, grid=p.grid, grid_dim=p.grid_dim, members=p.ensemble)
     return {name: float(np.mean([s.accuracy[-1] for s in states])) for name, states in results.items()}
 
 
@@ -217,6 +217,7 @@ def write_report(out_dir: Path = OUT) -> Path:
                   + (f", position channels x{o['position_gain']:g}" if o.get("position_gain", 1.0) != 1.0 else "")
                   + (f", learnable position lattices of {o['grid']} cells ({o['grid_dim']} numbers per node)"
                      if o.get("grid") else "")
+                  + (f", an ensemble of {o['ensemble']} such networks (mean softmax)" if o.get("ensemble", 1) > 1 else "")
                   + f"; {o['steps_per_round']} Adam steps per "
                   f"round at lr {o['lr']}, warm start {o['warm_start']}, class balance {o['class_balance']}.",
                   f"- Rounds: {o['initial_pixels']} random pixels, then {o['pixels_per_round']} per round "

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .models import StackedMLP
+from .models import StackedMLP, ensemble_logits
 
 # Full-image predictions run in chunks of slots holding at most this many pixels in all: bounds the
 # activations' memory (pixels x hidden x 4 bytes, ~1 GiB at width 64) whatever the batch size.
@@ -135,26 +135,34 @@ def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: in
                 steps_per_round: int, batch_size: int, warm_start: bool = True,
                 on_done: Callable[[Job, dict, float], None] | None = None,
                 device: str | torch.device = "cpu", select_workers: int = 1,
-                grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4) -> None:
+                grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4, members: int = 1) -> None:
     """Run every job's Oracle loop, `batch_size` images at a time with continuous batching.
 
     One tick = one round for every active slot: train `steps_per_round` steps on its revealed pixels,
     predict its whole image, hand the logits to its OracleState (which scores, stops or reveals).
-    `on_done(job, slot_state_dict, seconds)` is called as soon as an image is done. `select_workers` > 1
+    `on_done(job, state_dict, seconds)` is called as soon as an image is done. `select_workers` > 1
     runs the slots' scoring and pixel selection in that many threads (scipy releases the GIL for most
     of it), overlapped with the prediction of the next chunk. `grid`/`grid_dim`: the networks' position
-    lattices (models.StackedMLP); the features then end with their corner columns."""
+    lattices (models.StackedMLP); the features then end with their corner columns. `members`: each
+    image trains that many networks on the same pixels (an ensemble; their initial weights are
+    consecutive draws from the image's generator), and its Oracle sees their mean softmax
+    (models.ensemble_logits). Image slot g owns the model's slots g x members .. (g + 1) x members - 1."""
     queue = iter(jobs)
-    model = StackedMLP(batch_size, n_features, n_classes, hidden, layers, grid, grid_dim).to(device)
+    model = StackedMLP(batch_size * members, n_features, n_classes, hidden, layers, grid, grid_dim).to(device)
     adam = SlotAdam(list(model.parameters()), lr)
     slot_job: list[Job | None] = [None] * batch_size
     slot_feats: list[torch.Tensor | None] = [None] * batch_size
     slot_t0 = [0.0] * batch_size
 
+    def member_slots(g: int) -> range:
+        return range(g * members, (g + 1) * members)
+
     def restart(g: int) -> None:
         # every (re)start draws from the image's own generator: the same weights whatever the slot
-        model.reset_slot(g, torch.Generator().manual_seed(slot_job[g].seed))
-        adam.reset_slot(g)
+        gen = torch.Generator().manual_seed(slot_job[g].seed)
+        for s in member_slots(g):
+            model.reset_slot(s, gen)
+            adam.reset_slot(s)
 
     def fill(g: int) -> None:
         slot_t0[g] = time.perf_counter()
@@ -172,21 +180,32 @@ def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: in
                 for g in active:
                     restart(g)
             picks = [slot_job[g].state.train_pixels() for g in active]
-            x, y, weight = revealed_batch(picks, active, slot_feats, batch_size, device)
-            on = torch.zeros(batch_size, dtype=torch.bool, device=device)
-            on[active] = True
+            slots = [s for g in active for s in member_slots(g)]
+            feats = [slot_feats[s // members] for s in range(batch_size * members)]  # per model slot
+            x, y, weight = revealed_batch([pk for pk in picks for _ in range(members)], slots, feats,
+                                          batch_size * members, device)
+            on = torch.zeros(batch_size * members, dtype=torch.bool, device=device)
+            on[slots] = True
             ce = train_round(model, adam, x, y, weight, on, steps_per_round)
-            # each slot's last loss over its own pixels only (a sum over padding would round differently)
-            per_slot = [(ce[g, : len(p[0])] * weight[g, : len(p[0])]).sum() for g, p in zip(active, picks)]
-            losses = dict(zip(active, torch.stack(per_slot).tolist()))  # one device-to-host copy
+            # each image's last loss over its own pixels only (a sum over padding would round
+            # differently), the mean over its members
+            per_slot = [(ce[s, : len(pk[0])] * weight[s, : len(pk[0])]).sum()
+                        for g, pk in zip(active, picks) for s in member_slots(g)]
+            losses = dict(zip(active, torch.stack(per_slot).view(len(active), members).mean(1).tolist()))
             # each slot's Oracle scores its prediction and picks pixels (CPU work); with a pool this
             # overlaps the next chunk's prediction. Slots are independent: results do not depend on it.
-            outcome = {}
-            for g, logits in predict(model, slot_feats, active):
+            outcome, parts = {}, {}
+            for s, logits in predict(model, feats, slots):
+                g = s // members
+                parts.setdefault(g, []).append(logits)
+                if len(parts[g]) < members:
+                    continue
+                logits = ensemble_logits(torch.stack(parts.pop(g)))
                 observe = slot_job[g].state.observe
                 outcome[g] = pool.submit(observe, logits, losses[g]) if pool else observe(logits, losses[g])
             for g in active:
                 if outcome[g].result() if pool else outcome[g]:
                     if on_done is not None:
-                        on_done(slot_job[g], model.slot_state(g), time.perf_counter() - slot_t0[g])
+                        state = model.slot_state(g * members, members)
+                        on_done(slot_job[g], state, time.perf_counter() - slot_t0[g])
                     fill(g)

@@ -109,26 +109,33 @@ class StackedMLP(nn.Module):
                 f = f.relu()
         return f
 
-    def slot_state(self, g: int) -> dict[str, torch.Tensor]:
-        """Slot g as the state dict of a one-slot StackedMLP (what `models.PixelMLP` loads)."""
-        return {k: v[g : g + 1].detach().clone() for k, v in self.state_dict().items()}
+    def slot_state(self, g: int, n: int = 1) -> dict[str, torch.Tensor]:
+        """Slots g .. g + n - 1 as the state dict of an n-slot StackedMLP (what an n-member
+        `models.PixelMLP` loads)."""
+        return {k: v[g : g + n].detach().clone() for k, v in self.state_dict().items()}
+
+
+def ensemble_logits(out: torch.Tensor) -> torch.Tensor:
+    """(E, n, K) member logits -> (n, K): one member's logits as they are; several members' mean
+    softmax, as log-probabilities (argmax and softmax then read it like logits)."""
+    return out[0] if len(out) == 1 else out.softmax(2).mean(0).log()
 
 
 class PixelMLP(StackedMLP):
-    """One per-pixel MLP (a one-slot StackedMLP, so the Oracle's batched engine and this module compute
-    the same thing the same way). `forward` takes (N, C, H, W) like the other networks; `pixels`
-    takes (n, C) feature vectors."""
+    """One per-pixel network: `members` MLPs (slots of a StackedMLP, so the Oracle's batched engine and
+    this module compute the same thing the same way) whose softmax is averaged (ensemble_logits).
+    `forward` takes (N, C, H, W) like the other networks; `pixels` takes (n, C) feature vectors."""
 
     def __init__(self, in_channels: int, n_classes: int, hidden: int = 64, layers: int = 2,
-                 grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4):
-        super().__init__(1, in_channels, n_classes, hidden, layers, grid, grid_dim)
+                 grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4, members: int = 1):
+        super().__init__(members, in_channels, n_classes, hidden, layers, grid, grid_dim)
 
     def pixels(self, f: torch.Tensor) -> torch.Tensor:
-        return super().forward(f[None])[0]
+        return ensemble_logits(super().forward(f[None].expand(self.groups, -1, -1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         n, c, h, w = x.shape
-        logits = super().forward(x.permute(0, 2, 3, 1).reshape(1, n * h * w, c))
+        logits = self.pixels(x.permute(0, 2, 3, 1).reshape(n * h * w, c))
         return logits.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 
@@ -161,12 +168,16 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
 
 
 def build_model(name: str, in_channels: int, n_classes: int, width: int, depth: int,
-                generator: torch.Generator, grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4) -> nn.Module:
+                generator: torch.Generator, grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4,
+                members: int = 1) -> nn.Module:
     """`width`/`depth` are the U-Net's channels and poolings, or the MLP's hidden units and layers;
-    `grid`/`grid_dim` the MLP's position lattices (StackedMLP; the params reject them for the others)."""
+    `grid`/`grid_dim`/`members` the MLP's position lattices and ensemble size (PixelMLP; the params
+    reject them for the others). Ensemble members draw their weights one after the other from
+    `generator`, as the Oracle's engine does."""
     if name == "mlp":
-        net = PixelMLP(in_channels, n_classes, width, depth, grid, grid_dim)
-        net.reset_slot(0, generator)
+        net = PixelMLP(in_channels, n_classes, width, depth, grid, grid_dim, members)
+        for e in range(members):
+            net.reset_slot(e, generator)
         return net
     if name == "unet":
         return init_weights(UNet(in_channels, n_classes, width, depth), generator)

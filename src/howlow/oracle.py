@@ -125,7 +125,7 @@ def image_seed(seed: int, image_id: str) -> int:
 
 def oracle_network(p: OracleParams, n_classes: int, seed: int) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(seed)
-    return build_model(p.model, n_features(p), n_classes, p.width, p.depth, gen, p.grid, p.grid_dim)
+    return build_model(p.model, n_features(p), n_classes, p.width, p.depth, gen, p.grid, p.grid_dim, p.ensemble)
 
 
 @dataclass
@@ -238,7 +238,7 @@ def run_oracle_many(items: Iterable[tuple[str, np.ndarray, np.ndarray, int]], n_
             on_done(job.key, run)
 
     run_batched(jobs(), n_features(p), n_classes, p.width, p.depth, p.lr, p.steps_per_round, batch_size,
-                p.warm_start, finished, device, select_workers, p.grid, p.grid_dim)
+                p.warm_start, finished, device, select_workers, p.grid, p.grid_dim, p.ensemble)
 
 
 def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OracleParams, seed: int) -> OracleRun:

@@ -88,6 +88,9 @@ class OracleParams(_Group):
     # image, one per entry, read by bilinear interpolation: local position, a click moves only its cells
     grid: list[int] = []
     grid_dim: int = Field(4, ge=1, le=64)
+    # networks per image, trained on the same revealed pixels from different initial weights; the
+    # Oracle scores (and pseudolabel uses) their mean softmax. Costs `ensemble` times the compute.
+    ensemble: int = Field(1, ge=1, le=16)
     warm_start: bool = True  # keep training the same network across rounds (else restart each round)
     # reveal max(pixels_per_round, round_growth x revealed so far) per round: fewer rounds on big images
     round_growth: float = Field(0.0, ge=0, le=1)
@@ -105,6 +108,8 @@ class OracleParams(_Group):
             raise ValueError("oracle.grid must all be between 1 and 256 (cells across each side)")
         if self.grid and self.model != "mlp":
             raise ValueError("oracle.grid needs oracle.model: mlp (the U-Net has no position lattice)")
+        if self.ensemble > 1 and self.model != "mlp":
+            raise ValueError("oracle.ensemble needs oracle.model: mlp (the batched engine trains the members)")
         return self
 
 
