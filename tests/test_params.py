@@ -77,6 +77,7 @@ def test_overrides(params_file):
     ("", ["oracle.grid=[8]", "oracle.model=unet"], "oracle", "needs oracle.model: mlp"),
     ("", ["oracle.ensemble=2", "oracle.model=unet"], "oracle", "ensemble needs oracle.model: mlp"),
     ("", ["oracle.ensemble=0"], "oracle.ensemble", "greater than or equal to 1"),
+    ("", ["oracle.geodesic=1"], "oracle.geodesic", "less than 1"),
     ("data:\n  layout: segnet\n", [], "data", "data.source 'synthetic' goes with data.layout 'synthetic'"),
     ("", ["data.source=synthetic", "data.layout=segnet"], "data", "goes with data.layout"),
     ("", ["data.source=camvid"], "data", "goes with data.layout"),

@@ -23,6 +23,7 @@ import torch
 
 from .data import load_prepared, prepare
 from .engine import Job, run_batched
+from .geodesic import blend, edge_cost, nearest_click
 from .io import REPORTS, atomic_write_bytes, read_csv, read_json, write_csv, write_json
 from .metrics import confusion, pixel_accuracy
 from .oracle import image_seed, n_features, pixel_features, run_oracle_many, use_runtime
@@ -34,10 +35,13 @@ OUT = REPORTS / "oracle_budget"
 
 class ReplayState:
     """Replays a fixed schedule of revealed pixels (no selection): round r trains on `rounds[r]`
-    (flat indices) and records the accuracy of the prediction after it."""
+    (flat indices) and records the accuracy of the prediction after it: blended with the geodesic
+    vote of those pixels when `geodesic` > 0 (`cost`: the image's edge cost), as the Oracle scores."""
 
-    def __init__(self, label: np.ndarray, n_classes: int, rounds: list[np.ndarray]):
+    def __init__(self, label: np.ndarray, n_classes: int, rounds: list[np.ndarray],
+                 geodesic: float = 0.0, cost: np.ndarray | None = None):
         self.label, self.n_classes, self.rounds = label, n_classes, rounds
+        self.geodesic, self.cost = geodesic, cost
         self.r, self.accuracy = 0, []
 
     def train_pixels(self):
@@ -45,6 +49,11 @@ class ReplayState:
         return flat, self.label.ravel()[flat].astype(np.int64), np.full(len(flat), 1.0 / len(flat), np.float32)
 
     def observe(self, logits: torch.Tensor, loss: float) -> bool:
+        if self.geodesic:
+            flat = self.rounds[self.r]
+            points = np.stack(np.unravel_index(flat, self.label.shape), 1)
+            vote = nearest_click(self.cost, points, self.label.ravel()[flat].astype(np.int64))
+            logits = blend(logits, vote, self.geodesic)
         pred = logits.argmax(1).to(torch.uint8).cpu().numpy().reshape(self.label.shape)
         self.accuracy.append(pixel_accuracy(confusion(pred, self.label, self.n_classes)))
         self.r += 1
@@ -70,8 +79,9 @@ def training_order(items: list[tuple[str, np.ndarray, np.ndarray, int]], runs: d
     for key, image, label, seed in items:
         scheds = order_schedules(runs[key]["revealed"], label.shape[1], np.random.default_rng(seed))
         feats = pixel_features(image, p)
+        cost = edge_cost(image, p.geodesic_edge) if p.geodesic else None
         for name, rounds in scheds.items():
-            state = ReplayState(label, n_classes, rounds)
+            state = ReplayState(label, n_classes, rounds, p.geodesic, cost)
             results.setdefault(name, []).append(state)
             jobs.append(Job(f"{key}/{name}", feats, seed, state))
     run_batched(jobs, n_features(p), n_classes, p.width, p.depth, p.lr, p.steps_per_round, batch, p.warm_start,
@@ -218,6 +228,8 @@ def write_report(out_dir: Path = OUT) -> Path:
                   + (f", learnable position lattices of {o['grid']} cells ({o['grid_dim']} numbers per node)"
                      if o.get("grid") else "")
                   + (f", an ensemble of {o['ensemble']} such networks (mean softmax)" if o.get("ensemble", 1) > 1 else "")
+                  + (f", blended with the geodesic click vote (weight {o['geodesic']:g}, edge cost {o['geodesic_edge']:g})"
+                     if o.get("geodesic") else "")
                   + f"; {o['steps_per_round']} Adam steps per "
                   f"round at lr {o['lr']}, warm start {o['warm_start']}, class balance {o['class_balance']}.",
                   f"- Rounds: {o['initial_pixels']} random pixels, then {o['pixels_per_round']} per round "

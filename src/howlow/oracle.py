@@ -35,6 +35,7 @@ from .data import Prepared, load_prepared
 from .io import EVAL, ORACLE, PREPARED, VOID, DataError, read_json, save_torch, write_csv, write_json
 from .metrics import confusion, mean_iou, pixel_accuracy
 from .engine import Job, run_batched
+from .geodesic import blend, edge_cost, vote_for
 from .models import build_model
 from .params import OracleParams, Params, ParamsError
 from .select import UNCERTAINTY_RULES, select_pixels
@@ -144,10 +145,15 @@ class OracleState:
     tells the trainer which pixels are revealed, and after each round scores the prediction, stops at
     the target or the budget, or reveals more pixels with the selection rule."""
 
-    def __init__(self, label: np.ndarray, n_classes: int, p: OracleParams, seed: int):
+    def __init__(self, label: np.ndarray, n_classes: int, p: OracleParams, seed: int,
+                 image: np.ndarray | None = None):
         if not (label != VOID).any():
             raise DataError("every pixel is void: there is nothing to reveal")
         self.label, self.n_classes, self.p = label, n_classes, p
+        # the geodesic click vote (howlow.geodesic) needs the image's edges
+        if p.geodesic and image is None:
+            raise ValueError("oracle.geodesic needs the image")
+        self.cost = edge_cost(image, p.geodesic_edge) if p.geodesic else None
         self.valid = label != VOID
         self.mask = np.zeros(label.shape, bool)
         self.rng = np.random.default_rng(seed)
@@ -178,8 +184,11 @@ class OracleState:
         return max(self.p.pixels_per_round, int(np.ceil(self.p.round_growth * len(self.run.revealed))))
 
     def observe(self, logits: torch.Tensor, loss: float) -> bool:
-        """Score this round's (H*W, K) logits; True when the image is done."""
+        """Score this round's (H*W, K) logits, blended with the geodesic vote of the revealed pixels
+        when `oracle.geodesic` > 0; True when the image is done."""
         h, w = self.label.shape
+        if self.cost is not None:
+            logits = blend(logits, vote_for(self.cost, self.run.revealed), self.p.geodesic)
         pred = logits.argmax(1).to(torch.uint8).cpu().numpy().reshape(h, w)
         cm = confusion(pred, self.label, self.n_classes)
         acc = pixel_accuracy(cm)
@@ -226,7 +235,7 @@ def run_oracle_many(items: Iterable[tuple[str, np.ndarray, np.ndarray, int]], n_
 
     def jobs():
         for key, image, label, seed in items:
-            state = OracleState(label, n_classes, p, seed)  # raises DataError for an all-void label
+            state = OracleState(label, n_classes, p, seed, image)  # raises DataError for an all-void label
             yield Job(key, pixel_features(image, p), seed, state)
 
     def finished(job: Job, state_dict: dict, seconds: float) -> None:
@@ -249,7 +258,7 @@ def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OraclePa
         run_oracle_many([("image", image, label, seed)], n_classes, p, 1, lambda _, run: out.append(run))
         out[0].seconds = time.perf_counter() - t0
         return out[0]
-    state = OracleState(label, n_classes, p, seed)
+    state = OracleState(label, n_classes, p, seed, image)
     x = image_features(image, p)[None]
     target = torch.from_numpy(label.astype(np.int64)).ravel()
     net = optim = None
@@ -282,7 +291,7 @@ def _code_version() -> str:
     """Hash of the code an Oracle result depends on, so a code change never reuses old results."""
     here = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in ("oracle.py", "engine.py", "select.py", "models.py", "metrics.py", "data.py"):
+    for name in ("oracle.py", "engine.py", "geodesic.py", "select.py", "models.py", "metrics.py", "data.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
 

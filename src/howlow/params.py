@@ -91,6 +91,11 @@ class OracleParams(_Group):
     # networks per image, trained on the same revealed pixels from different initial weights; the
     # Oracle scores (and pseudolabel uses) their mean softmax. Costs `ensemble` times the compute.
     ensemble: int = Field(1, ge=1, le=16)
+    # weight w of the geodesic click vote (howlow.geodesic): each pixel also gets the class of its
+    # nearest revealed pixel, reached along the image at a cost of `geodesic_edge` per unit of colour
+    # gradient; the prediction is (1 - w) softmax + w vote, so the vote decides where the network is unsure
+    geodesic: float = Field(0.0, ge=0, lt=1)
+    geodesic_edge: float = Field(10.0, gt=0)
     warm_start: bool = True  # keep training the same network across rounds (else restart each round)
     # reveal max(pixels_per_round, round_growth x revealed so far) per round: fewer rounds on big images
     round_growth: float = Field(0.0, ge=0, le=1)

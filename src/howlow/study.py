@@ -279,6 +279,7 @@ def study(params: Params) -> dict:
                                   f"{params.oracle.width}, {params.oracle.fourier} position octaves"
                                   + (f", position lattices {params.oracle.grid}" if params.oracle.grid else "")
                                   + (f", ensemble of {params.oracle.ensemble}" if params.oracle.ensemble > 1 else "")
+                                  + (f", geodesic click vote {params.oracle.geodesic:g}" if params.oracle.geodesic else "")
                                   + f", lr "
                                   f"{params.oracle.lr:g}, cap {params.oracle.max_fraction:.0%} of the image",
                         "oracle_scale": oracle_params.data.scale},
