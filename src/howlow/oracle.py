@@ -3,9 +3,12 @@
 For each training image a small network (by default a per-pixel MLP on cues computed from the image;
 `oracle.model: unet` is the convolutional option) is trained from scratch on that image alone, using
 only the pixels the Oracle has revealed. Per-pixel MLPs of several images train at once (howlow.engine,
-`runtime.oracle_batch`); the results are the same as one image at a time. Each round: train, predict, compare with the full label map (void
-excluded); stop at `target_accuracy` or `max_fraction`, else reveal `pixels_per_round` more pixels
-chosen by the selection rule. The budget is the revealed count over all H*W pixels of the image.
+`runtime.oracle_batch`); the results are the same as one image at a time. Each round: train, predict,
+compare with the full label map (void excluded); stop at `target_accuracy` or `max_fraction`, else
+reveal `pixels_per_round` more pixels chosen by the selection rule. The prediction is the network's
+(the mean softmax of `oracle.ensemble` networks), blended with the geodesic vote of the revealed
+pixels when `oracle.geodesic` > 0 (howlow.geodesic). The budget is the revealed count over all H*W
+pixels of the image.
 
 Outputs in `data/oracle/`: `<id>.pt` (final network), `<id>.json` (revealed pixels in reveal order as
 [y, x, class, round], the round-by-round curve, a summary), `summary.csv`; and `eval/plots/
