@@ -43,6 +43,7 @@ class ReplayState:
         self.label, self.n_classes, self.rounds = label, n_classes, rounds
         self.geodesic, self.cost = geodesic, cost
         self.r, self.accuracy = 0, []
+        self._vote: tuple[np.ndarray, np.ndarray] | None = None  # (pixels, their vote) of the last round
 
     def train_pixels(self):
         flat = self.rounds[self.r]
@@ -51,9 +52,10 @@ class ReplayState:
     def observe(self, logits: torch.Tensor, loss: float) -> bool:
         if self.geodesic:
             flat = self.rounds[self.r]
-            points = np.stack(np.unravel_index(flat, self.label.shape), 1)
-            vote = nearest_click(self.cost, points, self.label.ravel()[flat].astype(np.int64))
-            logits = blend(logits, vote, self.geodesic)
+            if self._vote is None or self._vote[0] is not flat:  # "all at once" repeats one set
+                points = np.stack(np.unravel_index(flat, self.label.shape), 1)
+                self._vote = flat, nearest_click(self.cost, points, self.label.ravel()[flat].astype(np.int64))
+            logits = blend(logits, self._vote[1], self.geodesic)
         pred = logits.argmax(1).to(torch.uint8).cpu().numpy().reshape(self.label.shape)
         self.accuracy.append(pixel_accuracy(confusion(pred, self.label, self.n_classes)))
         self.r += 1
