@@ -213,8 +213,9 @@ def write_report(out_dir: Path = OUT) -> Path:
     lines = ["# Per-image Oracle budget", "",
              "Made by `howlow budget -p studies/budget_<dataset>.yaml` (see README); the numbers below are read",
              "from the JSON next to each plot. One network per image, from scratch, no pretrained weights, no",
-             "external data; the budget counts every pixel whose label the network is given. Mean ± std over",
-             "seeds of the per-seed means over images.", ""]
+             "external data (an ensemble of E networks, where a section says so, is one network of E parallel",
+             "branches whose softmax is averaged, trained on that image alone); the budget counts every pixel",
+             "whose label the network is given. Mean ± std over seeds of the per-seed means over images.", ""]
     for path in sorted(Path(out_dir).glob("*.json")):
         rep = read_json(path)
         s, o = rep["setup"], rep["setup"]["oracle"]
