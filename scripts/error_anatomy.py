@@ -1,0 +1,194 @@
+"""Where do the Oracle's last clicks go? Run the Oracle of a budget config on a few frames up to a
+fixed pixel count, then take its prediction apart:
+
+- how many of its errors lie within 1 and 2 px of a true label edge, and the accuracy if every error
+  in the 1-px band were fixed (what perfect boundary placement would buy);
+- how many connected error regions there are, and how many of the largest hold the pixels that
+  separate the prediction from the target;
+- whether the image can place the label edges: erase a band of 1 px around every true label edge and
+  refill it from the pixels outside, by plain distance or by a watershed on the colour gradient; and
+  the same refills applied to the network's own prediction;
+- the mean colour step across a true label edge, and one pixel to either side of it.
+
+    python scripts/error_anatomy.py -p studies/budget_camvid_val101_vote.yaml --frames 0,25,50,75 --pixels 173
+
+Prints a table and writes reports/oracle_budget/anatomy/error_anatomy.{json,png} (image, errors coloured by
+their distance to a label edge, clicks). Used for the session-7 section of reports/oracle_budget/NOTES.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from howlow.data import load_prepared, prepare
+from howlow.geodesic import nearest_click
+from howlow.io import REPORTS
+from howlow.oracle import image_seed, run_oracle, use_runtime
+from howlow.params import load_params
+from howlow.study import WORK, _update, machine
+
+VOID = 255
+
+
+def edge_band(label: np.ndarray, r: int) -> np.ndarray:
+    """Pixels within r px (Chebyshev) of a label edge; void counts as a class of its own."""
+    return ndimage.maximum_filter(label, 2 * r + 1) != ndimage.minimum_filter(label, 2 * r + 1)
+
+
+def colour_gradient(image: np.ndarray) -> np.ndarray:
+    rgb = image.astype(np.float64) / 255.0
+    return np.sqrt(sum(ndimage.sobel(rgb[..., c], a) ** 2 for c in range(3) for a in (0, 1)))
+
+
+def refill(label_map: np.ndarray, band: np.ndarray, image: np.ndarray) -> dict[str, np.ndarray]:
+    """The band's pixels refilled from the pixels outside it: nearest in plain distance, or a watershed
+    of the colour gradient (flooding from the outside, so new edges fall on gradient ridges)."""
+    from skimage.segmentation import watershed
+
+    known = ~band
+    flat = nearest_click(np.ones(label_map.shape), np.argwhere(known), label_map[known].astype(np.int64))
+    markers = np.where(known, label_map.astype(np.int64) + 1, 0)
+    ws = watershed(colour_gradient(image), markers=markers) - 1
+    return {"distance": flat, "watershed": ws}
+
+
+def edge_step_profile(image: np.ndarray, label: np.ndarray, shifts=(-2, -1, 0, 1, 2)) -> dict[int, float]:
+    """Mean |RGB step| (sum over channels, 0-765) between horizontal neighbours at true label edges,
+    shifted by s px; s = 0 is the edge itself."""
+    step = np.abs(np.diff(image.astype(np.float32), axis=1)).sum(2)
+    cross = (label[:, 1:] != label[:, :-1]) & (label[:, 1:] != VOID) & (label[:, :-1] != VOID)
+    out = {}
+    for s in shifts:
+        m = np.zeros_like(cross)
+        if s >= 0:
+            m[:, s:] = cross[:, : cross.shape[1] - s]
+        else:
+            m[:, :s] = cross[:, -s:]
+        out[s] = float(step[m].mean()) if m.any() else float("nan")  # no label edge
+    out["all"] = float(step.mean())
+    return out
+
+
+def anatomy(image: np.ndarray, label: np.ndarray, pred: np.ndarray, target: float) -> dict:
+    valid = label != VOID
+    n_valid = int(valid.sum())
+
+    def acc(p):
+        return float(((p == label) & valid).sum() / n_valid)
+
+    err = (pred != label) & valid
+    band1, band2 = edge_band(label, 1), edge_band(label, 2)
+    regions, _ = ndimage.label(err)
+    sizes = np.sort(np.bincount(regions.ravel())[1:])[::-1]
+    to_fix = err.sum() - (1 - target) * n_valid
+    n_regions_needed = int(np.searchsorted(np.cumsum(sizes), to_fix) + 1) if to_fix > 0 else 0
+    gt = np.where(valid, label, 0)  # void filled with a class: only valid pixels are scored
+    truth_refill = refill(gt, edge_band(gt, 1), image)
+    pred_refill = refill(pred, edge_band(pred, 1), image)
+    return {
+        "accuracy": acc(pred),
+        "errors": int(err.sum()),
+        "errors_within_1px": float((err & band1).sum() / max(err.sum(), 1)),
+        "errors_within_2px": float((err & band2).sum() / max(err.sum(), 1)),
+        "band_1px_share": float((band1 & valid).sum() / n_valid),
+        "accuracy_if_1px_band_fixed": acc(np.where(band1, label, pred)),
+        "error_regions": int(len(sizes)),
+        "largest_regions_to_target": n_regions_needed,
+        "truth_refill_distance": acc(truth_refill["distance"]),
+        "truth_refill_watershed": acc(truth_refill["watershed"]),
+        "prediction_refill_distance": acc(pred_refill["distance"]),
+        "prediction_refill_watershed": acc(pred_refill["watershed"]),
+        "edge_step": edge_step_profile(image, label),
+    }
+
+
+def figure(panels: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 3.9 * len(panels)), squeeze=False)
+    for row, (name, image, label, pred, clicks) in zip(axes, panels):
+        valid = label != VOID
+        err = (pred != label) & valid
+        b1, b2 = edge_band(label, 1), edge_band(label, 2)
+        over = image.astype(np.float32) / 255 * 0.45
+        over[err & b1] = (1.0, 0.15, 0.15)
+        over[err & b2 & ~b1] = (1.0, 0.65, 0.0)
+        over[err & ~b2] = (0.2, 0.55, 1.0)
+        row[0].imshow(image)
+        row[0].scatter(clicks[:, 1], clicks[:, 0], s=6, c="yellow", edgecolors="black", linewidths=0.3)
+        row[0].set_title(f"{name}: {len(clicks)} clicks", fontsize=9)
+        row[1].imshow(over)
+        row[1].set_title(f"errors: red within 1 px of a label edge, orange 2 px, blue farther "
+                         f"({100 * err.sum() / valid.sum():.1f} % wrong)", fontsize=8)
+        for a in row:
+            a.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-p", "--params", required=True, help="a budget config (studies/budget_*.yaml)")
+    ap.add_argument("--frames", default="0,25,50,75", help="indices into the config's split")
+    ap.add_argument("--pixels", type=int, default=173, help="stop the Oracle at this many revealed pixels")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(REPORTS / "oracle_budget" / "anatomy" / "error_anatomy"),
+                    help="path stem of the .json and .png (kept out of the budget JSONs' folder)")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides, as for howlow")
+    a = ap.parse_args(argv)
+    params = load_params(a.params, a.overrides)
+    params = _update(params, data={"source": str(Path(params.data.source).resolve())})
+    work = (WORK / f"budget-{params.report_name(params.budget.tag)}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(work):
+        prepare(params)
+    prepared = load_prepared(work / "data" / "prepared")
+    rows = prepared.split(params.budget.split)
+    use_runtime(params)
+    results, panels = {}, []
+    print("frame | px | acc | err <=1px | <=2px | acc, 1-px band fixed | regions | largest to target | "
+          "truth refill dist / ws | pred refill dist / ws", flush=True)
+    for i in (int(s) for s in a.frames.split(",")):
+        row = rows[i]
+        image, label = prepared.image(row), prepared.label(row)
+        # the Oracle stops before a round would pass the cap, so it ends at or just under a.pixels
+        p = params.oracle.model_copy(update={"seed": a.seed, "max_fraction": a.pixels / label.size,
+                                             "target_accuracy": 1.0})
+        run = run_oracle(image, label, prepared.n_classes, p, image_seed(a.seed, row["id"]))
+        r = anatomy(image, label, run.prediction, params.oracle.target_accuracy)
+        r["revealed"] = len(run.revealed)
+        results[row["id"]] = r
+        clicks = np.asarray(run.revealed, np.int64).reshape(-1, 4)
+        panels.append((row["id"], image, label, run.prediction, clicks))
+        print(f"{row['id']} | {r['revealed']} | {r['accuracy']:.4f} | {r['errors_within_1px']:.2f} | "
+              f"{r['errors_within_2px']:.2f} | {r['accuracy_if_1px_band_fixed']:.4f} | {r['error_regions']} | "
+              f"{r['largest_regions_to_target']} | {r['truth_refill_distance']:.4f} / "
+              f"{r['truth_refill_watershed']:.4f} | {r['prediction_refill_distance']:.4f} / "
+              f"{r['prediction_refill_watershed']:.4f}", flush=True)
+        steps = r["edge_step"]
+        print("    colour step at the label edge shifted by s px: "
+              + ", ".join(f"{k}: {v:.0f}" for k, v in steps.items()), flush=True)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"params": a.params, "overrides": a.overrides, "pixels": a.pixels, "seed": a.seed,
+         "machine": machine(), "frames": results}, indent=1) + "\n")
+    figure(panels[:3], out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
