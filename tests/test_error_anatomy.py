@@ -70,3 +70,21 @@ def test_edge_step_profile_peaks_at_the_label_edge():
     steps = ea.edge_step_profile(image, label)
     assert steps[0] == pytest.approx(600.0)
     assert steps[-1] == steps[1] == 0.0
+
+
+def test_figure_colours_errors_by_their_distance_to_the_edge(tmp_path):
+    from PIL import Image
+
+    image, label = halves()
+    pred = label.copy()
+    pred[:, 30] = 0   # a rim error on the edge
+    pred[5:8, 5:8] = 1  # a region error far from it
+    clicks = np.array([[10, 10, 0, 0], [10, 50, 1, 0]])
+    out = tmp_path / "anatomy.png"
+    ea.figure([("synthetic", image, label, pred, clicks)], out)
+    png = Image.open(out)
+    assert png.mode == "P"  # shrunk to a palette
+    rgb = np.asarray(png.convert("RGB")).reshape(-1, 3).astype(int)
+    # both error colours are drawn: red (rim) and blue (far), up to the palette's rounding
+    assert (np.abs(rgb - (255, 38, 38)).sum(1) < 40).any()
+    assert (np.abs(rgb - (51, 140, 255)).sum(1) < 40).any()
