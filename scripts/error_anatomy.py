@@ -28,7 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from howlow.data import load_prepared, prepare
-from howlow.geodesic import nearest_click
+from howlow.geodesic import edge_cost, nearest_click
 from howlow.io import REPORTS
 from howlow.oracle import image_seed, run_oracle, use_runtime
 from howlow.params import load_params
@@ -42,20 +42,16 @@ def edge_band(label: np.ndarray, r: int) -> np.ndarray:
     return ndimage.maximum_filter(label, 2 * r + 1) != ndimage.minimum_filter(label, 2 * r + 1)
 
 
-def colour_gradient(image: np.ndarray) -> np.ndarray:
-    rgb = image.astype(np.float64) / 255.0
-    return np.sqrt(sum(ndimage.sobel(rgb[..., c], a) ** 2 for c in range(3) for a in (0, 1)))
-
-
 def refill(label_map: np.ndarray, band: np.ndarray, image: np.ndarray) -> dict[str, np.ndarray]:
     """The band's pixels refilled from the pixels outside it: nearest in plain distance, or a watershed
-    of the colour gradient (flooding from the outside, so new edges fall on gradient ridges)."""
+    of the vote's edge cost (howlow.geodesic.edge_cost: flooding from the outside, so new edges fall
+    on colour-gradient ridges)."""
     from skimage.segmentation import watershed
 
     known = ~band
     flat = nearest_click(np.ones(label_map.shape), np.argwhere(known), label_map[known].astype(np.int64))
     markers = np.where(known, label_map.astype(np.int64) + 1, 0)
-    ws = watershed(colour_gradient(image), markers=markers) - 1
+    ws = watershed(edge_cost(image, 1.0), markers=markers) - 1
     return {"distance": flat, "watershed": ws}
 
 
