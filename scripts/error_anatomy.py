@@ -10,6 +10,12 @@ fixed pixel count, then take its prediction apart:
   the same refills applied to the network's own prediction;
 - the mean colour step across a true label edge, and one pixel to either side of it.
 
+With --alignment it runs no Oracle and measures, over a whole split and per axis, whether the label
+edges are registered with the image's colour edges (the session-8 check in NOTES):
+
+    python scripts/error_anatomy.py -p studies/budget_camvid_val101_vote.yaml --alignment \
+        --out reports/oracle_budget/anatomy/edge_alignment
+
     python scripts/error_anatomy.py -p studies/budget_camvid_val101_vote.yaml --frames 0,25,50,75 --pixels 173
 
 Prints a table and writes reports/oracle_budget/anatomy/error_anatomy.{json,png} (image, errors coloured by
@@ -55,20 +61,57 @@ def refill(label_map: np.ndarray, band: np.ndarray, image: np.ndarray) -> dict[s
     return {"distance": flat, "watershed": ws}
 
 
-def edge_step_profile(image: np.ndarray, label: np.ndarray, shifts=(-2, -1, 0, 1, 2)) -> dict[int, float]:
-    """Mean |RGB step| (sum over channels, 0-765) between horizontal neighbours at true label edges,
-    shifted by s px; s = 0 is the edge itself."""
-    step = np.abs(np.diff(image.astype(np.float32), axis=1)).sum(2)
-    cross = (label[:, 1:] != label[:, :-1]) & (label[:, 1:] != VOID) & (label[:, :-1] != VOID)
-    out = {}
+def edge_pairs(label: np.ndarray, axis: int) -> np.ndarray:
+    """Neighbour pairs along `axis` whose two (non-void) labels differ; element i is the pair (i, i+1)."""
+    a = label[:, 1:] if axis == 1 else label[1:]
+    b = label[:, :-1] if axis == 1 else label[:-1]
+    return (a != b) & (a != VOID) & (b != VOID)
+
+
+def edge_step_profile(image: np.ndarray, label: np.ndarray, shifts=(-2, -1, 0, 1, 2),
+                      axis: int = 1) -> dict[int | str, float]:
+    """Mean |RGB step| (sum over channels, 0-765) between neighbours along `axis` (1: horizontal
+    neighbours, 0: vertical) at true label edges, shifted by s px along that axis; s = 0 is the edge
+    itself, s > 0 lies right of it (axis 1) or below it (axis 0). "all" is the mean over every pair."""
+    step = np.abs(np.diff(image.astype(np.float32), axis=axis)).sum(2)
+    cross = edge_pairs(label, axis)
+    n = cross.shape[axis]
+    out: dict[int | str, float] = {}
     for s in shifts:
         m = np.zeros_like(cross)
-        if s >= 0:
-            m[:, s:] = cross[:, : cross.shape[1] - s]
-        else:
-            m[:, :s] = cross[:, -s:]
+        src = [slice(None)] * 2
+        dst = [slice(None)] * 2
+        src[axis] = slice(0, n - s) if s >= 0 else slice(-s, n)
+        dst[axis] = slice(s, n) if s >= 0 else slice(0, n + s)
+        m[tuple(dst)] = cross[tuple(src)]
         out[s] = float(step[m].mean()) if m.any() else float("nan")  # no label edge
     out["all"] = float(step.mean())
+    return out
+
+
+def step_offset(profile: dict) -> float:
+    """Where the colour step sits relative to the label edge, in px: the centroid of the profile's
+    excess over the image's mean step. 0: the image's edges are centred on the label edges; +0.3: a
+    third of a pixel right of (below) them. A centroid, not a parabola, so a peak at the window's end
+    still reads right."""
+    s = np.array([k for k in profile if k != "all"], np.float64)
+    excess = np.clip(np.array([profile[int(k)] for k in s]) - profile["all"], 0, None)
+    return float((s * excess).sum() / excess.sum()) if excess.sum() > 0 else 0.0
+
+
+def alignment(frames: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Per axis, the colour-step profile across true label edges and its offset, pooled over the
+    frames (each frame weighted by its edge count) and per frame (mean, std): is the labelling
+    registered with the image, or do the annotators' edges sit off the colour edges one way?"""
+    out = {}
+    for axis, name in ((1, "columns"), (0, "rows")):
+        edged = [(img, lab) for img, lab in frames if edge_pairs(lab, axis).any()]  # others have no profile
+        profiles = [edge_step_profile(img, lab, (-2, -1, 0, 1, 2), axis) for img, lab in edged]
+        weights = np.array([edge_pairs(lab, axis).sum() for _, lab in edged], float)
+        pooled = {k: float(np.average([p[k] for p in profiles], weights=weights)) for k in profiles[0]}
+        per = np.array([step_offset(p) for p in profiles])
+        out[name] = {"profile": pooled, "offset": step_offset(pooled),
+                     "offset_per_frame_mean": float(per.mean()), "offset_per_frame_std": float(per.std())}
     return out
 
 
@@ -103,6 +146,25 @@ def anatomy(image: np.ndarray, label: np.ndarray, pred: np.ndarray, target: floa
         "prediction_refill_watershed": acc(pred_refill["watershed"]),
         "edge_step": edge_step_profile(image, label),
     }
+
+
+def run_alignment(a: argparse.Namespace, prepared, rows: list[dict]) -> int:
+    """--alignment: no Oracle; the registration of label edges and colour edges over the whole split
+    (or --frames if given)."""
+    idx = range(len(rows)) if a.frames == "all" else [int(s) for s in a.frames.split(",")]
+    frames = [(prepared.image(rows[i]), prepared.label(rows[i])) for i in idx]
+    r = alignment(frames)
+    print("axis | step at the edge shifted by -2 .. 2 px (mean over all pairs) | offset pooled | per frame")
+    for name, v in r.items():
+        prof = v["profile"]
+        print(f"{name} | " + " ".join(f"{prof[k]:.1f}" for k in (-2, -1, 0, 1, 2)) + f" ({prof['all']:.1f}) | "
+              f"{v['offset']:+.3f} | {v['offset_per_frame_mean']:+.3f} +/- {v['offset_per_frame_std']:.3f}")
+    out = Path(a.out).with_suffix(".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"params": a.params, "overrides": a.overrides, "frames": len(frames),
+                               "machine": machine(), "alignment": r}, indent=1) + "\n")
+    print(f"wrote {out}", flush=True)
+    return 0
 
 
 def figure(panels: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], path: Path) -> None:
@@ -145,7 +207,10 @@ def shrink_png(path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-p", "--params", required=True, help="a budget config (studies/budget_*.yaml)")
-    ap.add_argument("--frames", default="0,25,50,75", help="indices into the config's split")
+    ap.add_argument("--frames", default=None,
+                    help="indices into the config's split, or 'all' (default 0,25,50,75; with --alignment all)")
+    ap.add_argument("--alignment", action="store_true",
+                    help="no Oracle: measure how label edges sit on the image's colour edges, per axis")
     ap.add_argument("--pixels", type=int, default=173, help="stop the Oracle at this many revealed pixels")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPORTS / "oracle_budget" / "anatomy" / "error_anatomy"),
@@ -160,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         prepare(params)
     prepared = load_prepared(work / "data" / "prepared")
     rows = prepared.split(params.budget.split)
+    if a.alignment:
+        a.frames = a.frames or "all"
+        return run_alignment(a, prepared, rows)
+    a.frames = a.frames or "0,25,50,75"
     use_runtime(params)
     results, panels = {}, []
     print("frame | px | acc | err <=1px | <=2px | acc, 1-px band fixed | regions | largest to target | "

@@ -88,3 +88,31 @@ def test_figure_colours_errors_by_their_distance_to_the_edge(tmp_path):
     # both error colours are drawn: red (rim) and blue (far), up to the palette's rounding
     assert (np.abs(rgb - (255, 38, 38)).sum(1) < 40).any()
     assert (np.abs(rgb - (51, 140, 255)).sum(1) < 40).any()
+
+
+def test_edge_step_profile_reads_rows_too():
+    image, label = halves()
+    rows = ea.edge_step_profile(image.transpose(1, 0, 2), label.T, axis=0)
+    assert rows == ea.edge_step_profile(image, label, axis=1)
+
+
+def test_step_offset_finds_a_colour_edge_drawn_off_the_label_edge():
+    _, label = halves(edge=30)
+    centred = ea.edge_step_profile(halves(edge=30)[0], label)
+    late = ea.edge_step_profile(halves(edge=31)[0], label)  # the colour changes one pixel later
+    early = ea.edge_step_profile(halves(edge=29)[0], label)
+    assert ea.step_offset(centred) == pytest.approx(0.0)
+    assert ea.step_offset(late) == pytest.approx(1.0)
+    assert ea.step_offset(early) == pytest.approx(-1.0)
+
+
+def test_alignment_pools_both_axes_by_their_edge_count():
+    # one frame with a vertical label edge whose colour edge is a pixel to the right, one registered
+    # frame with a horizontal edge: columns see only the first frame, rows only the second
+    img_a, _ = halves(edge=31)
+    _, lab_a = halves(edge=30)
+    img_b, lab_b = halves(h=60, w=40, edge=30)
+    img_b, lab_b = img_b.transpose(1, 0, 2).copy(), lab_b.T.copy()
+    r = ea.alignment([(img_a, lab_a), (img_b, lab_b)])
+    assert r["columns"]["offset"] == pytest.approx(1.0)
+    assert r["rows"]["offset"] == pytest.approx(0.0)
