@@ -10,16 +10,16 @@ fixed pixel count, then take its prediction apart:
   the same refills applied to the network's own prediction;
 - the mean colour step across a true label edge, and one pixel to either side of it.
 
+    python scripts/error_anatomy.py -p studies/budget_camvid_val101_vote.yaml --frames 0,25,50,75 --pixels 173
+
+Prints a table and writes reports/oracle_budget/anatomy/error_anatomy.{json,png} (image, errors coloured by
+their distance to a label edge, clicks). Used for the session-7 section of reports/oracle_budget/NOTES.md.
+
 With --alignment it runs no Oracle and measures, over a whole split and per axis, whether the label
 edges are registered with the image's colour edges (the session-8 check in NOTES):
 
     python scripts/error_anatomy.py -p studies/budget_camvid_val101_vote.yaml --alignment \
         --out reports/oracle_budget/anatomy/edge_alignment
-
-    python scripts/error_anatomy.py -p studies/budget_camvid_val101_vote.yaml --frames 0,25,50,75 --pixels 173
-
-Prints a table and writes reports/oracle_budget/anatomy/error_anatomy.{json,png} (image, errors coloured by
-their distance to a label edge, clicks). Used for the session-7 section of reports/oracle_budget/NOTES.md.
 """
 
 from __future__ import annotations
@@ -106,6 +106,8 @@ def alignment(frames: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     out = {}
     for axis, name in ((1, "columns"), (0, "rows")):
         edged = [(img, lab) for img, lab in frames if edge_pairs(lab, axis).any()]  # others have no profile
+        if not edged:
+            raise ValueError(f"no label edge between {name} in any of the {len(frames)} frames")
         profiles = [edge_step_profile(img, lab, (-2, -1, 0, 1, 2), axis) for img, lab in edged]
         weights = np.array([edge_pairs(lab, axis).sum() for _, lab in edged], float)
         pooled = {k: float(np.average([p[k] for p in profiles], weights=weights)) for k in profiles[0]}
