@@ -19,27 +19,27 @@ import torch
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from howlow import data, evaluate, oracle, pseudolabel, track, train, validate
-from howlow.io import ORACLE, PREPARED
+from howlow.data import load_prepared
+from howlow.layout import Layout
 from howlow.params import Params, load_params
-
+from howlow.stages import evaluate, oracle, prepare, pseudolabel, track, train, validate
 
 # The whole-stage tasks are the stage functions themselves (the ones dvc.yaml's commands call).
-prepare_task = task(name="prepare")(data.prepare)
-validate_task = task(name="validate")(validate.validate)
-oracle_summary_task = task(name="oracle-summary")(oracle.finish_oracle)
-pseudolabel_task = task(name="pseudolabel")(pseudolabel.pseudolabel)
-train_task = task(name="train")(train.train)
-evaluate_task = task(name="evaluate")(evaluate.evaluate)
-track_task = task(name="track")(track.track)
+prepare_task = task(name="prepare")(prepare.run)
+validate_task = task(name="validate")(validate.run)
+oracle_summary_task = task(name="oracle-summary")(oracle.finish)
+pseudolabel_task = task(name="pseudolabel")(pseudolabel.run)
+train_task = task(name="train")(train.run)
+evaluate_task = task(name="evaluate")(evaluate.run)
+track_task = task(name="track")(track.run)
 
 
 @task(name="oracle-image", retries=2, retry_delay_seconds=5, task_run_name="oracle-{image_id}")
 def oracle_image_task(params: Params, image_id: str, root: str) -> dict:
     # many images share the cores (threads here, or Dask workers): one torch thread per image;
-    # absolute paths because a Dask worker's working folder is not the project's
+    # an absolute root because a Dask worker's working folder is not the project's
     torch.set_num_threads(1)
-    return oracle.oracle_image(params, image_id, Path(root) / PREPARED, Path(root) / ORACLE)
+    return oracle.oracle_image(params, image_id, Layout(Path(root)))
 
 
 def task_runner(params: Params):
@@ -92,20 +92,21 @@ def pipeline(params_path: str = "params.yaml", source: str | None = None, layout
     """validate -> per-image Oracle (mapped) -> pseudo-labels -> train -> evaluate -> MLflow."""
     logger = get_run_logger()
     params = load_params(params_path, _overrides(source, layout, strategy, target_accuracy, seed, overrides))
-    prepare_task(params)
-    validate_task(params)
-    ids = oracle.oracle_image_ids(params, data.load_prepared())
-    summaries, failed = oracle_fanout.with_options(task_runner=task_runner(params))(
-        params, ids, str(Path.cwd().resolve()))
+    where = Layout(Path.cwd().resolve())
+    prepare_task(params, where)
+    validate_task(params, where)
+    ids = oracle.image_ids(params, load_prepared(where.prepared))
+    oracle.start(where.oracle)
+    summaries, failed = oracle_fanout.with_options(task_runner=task_runner(params))(params, ids, str(where.root))
     if not summaries:
         raise RuntimeError(f"the oracle failed for every image ({len(failed)})")
-    totals = oracle_summary_task(summaries)
+    totals = oracle_summary_task(summaries, where)
     logger.info("oracle: %d images, mean %.4f %% revealed, %.0f %% reached the target",
                 totals["images"], totals["mean_revealed_pct"], 100 * totals["reached_fraction"])
-    pseudolabel_task(params)
-    train_task(params)
-    metrics = evaluate_task(params)
-    run = track_task(params)
+    pseudolabel_task(params, where)
+    train_task(params, where)
+    metrics = evaluate_task(params, where)
+    run = track_task(params, where)
     if record_in_dvc:
         logger.info(dvc_commit())
     return {"oracle": totals, "failed_images": failed, "mlflow_run_id": run["run_id"],
@@ -119,7 +120,7 @@ def deployment(params: Params):
                                   parameters=deployment_parameters(params))
 
 
-def serve(params: Params) -> None:
+def serve(params: Params, layout: Layout | None = None) -> None:
     """Serve the flow on the cron schedule of params.yaml (blocks; Ctrl-C stops it)."""
     from prefect import serve as serve_deployments
 

@@ -1,4 +1,5 @@
-"""`howlow <stage> [-p params.yaml] [key=value ...]`: one subcommand per pipeline stage.
+"""`howlow <command> [-p params.yaml [-p overlay.yaml]] [key=value ...]`: one command per pipeline stage,
+plus the studies' and MLflow's commands.
 
 DVC's stage commands and the Prefect flow call the same stage functions. Errors in params or data
 print one clear message and exit with status 2; nothing half-written is left behind.
@@ -13,27 +14,30 @@ import json
 import sys
 from pathlib import Path
 
+from . import __version__
 from .io import DataError
+from .layout import Layout
 from .params import ParamsError, load_params
 
-# stage -> (entry function "module:function", help); imported on use so `howlow --help` is instant
-STAGES = {
-    "prepare": ("howlow.data:prepare", "import the data set (or build the synthetic default) into data/prepared"),
-    "validate": ("howlow.validate:validate", "Great Expectations checks; report in reports/validation"),
-    "oracle": ("howlow.oracle:oracle", "per-image Oracle: reveal pixels until the target accuracy"),
-    "pseudolabel": ("howlow.pseudolabel:pseudolabel", "label every training pixel with its per-image network"),
-    "train": ("howlow.train:train", "train the data-set network for each label source"),
-    "evaluate": ("howlow.evaluate:evaluate", "val-split metrics, plot data and figures in eval/"),
-    "track": ("howlow.track:track", "log the pipeline run to MLflow (parent run + one nested run per image)"),
-    "compare": ("howlow.track:compare", "print the budget table of all MLflow runs and plot it"),
-    "budget": ("howlow.budget:budget", "per-image Oracle budget over rules and seeds -> reports/oracle_budget.md"),
-    "study": ("howlow.study:study", "data-set level comparison over budgets and seeds -> reports/dataset_level.md"),
+# command -> ("module:function", help); imported on use so `howlow --help` is instant. Each function
+# takes (params, layout).
+COMMANDS = {
+    "prepare": ("howlow.stages.prepare:run", "import the data set (or build the synthetic default) into data/prepared"),
+    "validate": ("howlow.stages.validate:run", "Great Expectations checks; report in reports/validation"),
+    "oracle": ("howlow.stages.oracle:run", "per-image Oracle: reveal pixels until the target accuracy"),
+    "pseudolabel": ("howlow.stages.pseudolabel:run", "label every training pixel with its per-image network"),
+    "train": ("howlow.stages.train:run", "train the data-set network for each label source"),
+    "evaluate": ("howlow.stages.evaluate:run", "val-split metrics, plot data and figures in eval/"),
+    "track": ("howlow.stages.track:run", "log the pipeline run to MLflow (parent run + one nested run per image)"),
+    "compare": ("howlow.tracking:compare_command", "print the budget table of all MLflow runs and plot it"),
+    "budget": ("howlow.studies.budget:budget", "per-image Oracle budget over rules and seeds"),
+    "study": ("howlow.studies.dataset:study", "data-set level comparison over budgets and seeds"),
     "serve": ("flows.pipeline:serve", "serve the Prefect pipeline flow on the cron schedule of params.yaml"),
 }
 
 
-def entry(stage: str):
-    module, _, function = STAGES[stage][0].partition(":")
+def entry(command: str):
+    module, _, function = COMMANDS[command][0].partition(":")
     if module.startswith("flows."):
         sys.path.insert(0, str(Path.cwd()))  # flows/ lives in the project, not in the package
     return getattr(importlib.import_module(module), function)
@@ -58,21 +62,23 @@ def os_error_message(exc: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="howlow", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="stage")
-    for name, (_, help_) in STAGES.items():
+    parser = argparse.ArgumentParser(prog="howlow", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"howlow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, (_, help_) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_)
-        sp.add_argument("-p", "--params", default="params.yaml", help="params file (default: params.yaml)")
+        sp.add_argument("-p", "--params", action="append", metavar="FILE",
+                        help="params file; repeat to overlay files in order (default: params.yaml)")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. oracle.target_accuracy=0.95")
     args = parser.parse_args(argv)
     try:
-        params = load_params(args.params, args.overrides)
-        result = entry(args.stage)(params)
+        params = load_params(args.params or ["params.yaml"], args.overrides)
+        result = entry(args.command)(params, Layout.here())
     except (ParamsError, DataError) as exc:
-        print(f"howlow {args.stage}: error: {exc}", file=sys.stderr)
+        print(f"howlow {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # unwritable output folder, disk full, a file where a folder should be ...
-        print(f"howlow {args.stage}: error: {os_error_message(exc)}", file=sys.stderr)
+        print(f"howlow {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     if isinstance(result, dict):
         short = {k: v for k, v in result.items() if k in SUMMARY_KEYS} or result

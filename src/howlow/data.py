@@ -1,6 +1,6 @@
-"""Stage `prepare`: import a data set (or build the embedded synthetic default) into one canonical form.
+"""Import a data set (or build the embedded synthetic default) into one canonical form.
 
-Output (`data/prepared/`):
+Output (`Layout.prepared`, `data/prepared/`):
   classes.json                [{id, name, color}] with ids 0..K-1
   <split>/images/<id>.png     RGB uint8
   <split>/labels/<id>.png     uint8 class ids, void = 255 whatever the source used
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .io import (PREPARED, VOID, DataError, read_csv, read_image, read_json, read_label, write_csv,
+from .io import (VOID, DataError, read_csv, read_image, read_json, read_label, write_csv,
                  write_json, write_png)
 from .params import Params
 
@@ -209,9 +209,15 @@ def _subset(items: list, n: int) -> list:
     return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
-def folder_samples(params: Params) -> tuple[list[Sample], list[dict]]:
+def source_folder(params: Params, project: Path) -> Path:
+    """`data.source` as a folder: a relative path is read from the project folder."""
+    source = Path(params.data.source)
+    return source if source.is_absolute() else project / source
+
+
+def folder_samples(params: Params, project: Path) -> tuple[list[Sample], list[dict]]:
     d = params.data
-    root = Path(d.source)
+    root = source_folder(params, project)
     if not root.is_dir():
         raise DataError(f"{root}: data.source folder not found")
     classes = read_classes(root / "classes.json")
@@ -260,15 +266,16 @@ def manifest_row(s: Sample, n_classes: int) -> dict:
     }
 
 
-def prepare(params: Params, out_dir: Path = PREPARED) -> Path:
-    """Import the data set named in `params.data` into `out_dir` (see module docstring)."""
+def prepare(params: Params, out_dir: Path, project: Path | None = None) -> Path:
+    """Import the data set named in `params.data` into `out_dir` (see module docstring); a relative
+    `data.source` is read from `project` (default: the working folder)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: is a file, but a folder is needed there (the prepared data set)")
     if params.data.layout == "synthetic":
         samples, classes = synthetic_samples(params)
     else:
-        samples, classes = folder_samples(params)
+        samples, classes = folder_samples(params, project or Path.cwd())
     n_classes = len(classes)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -320,7 +327,7 @@ class Prepared:
         return read_label(self.root / row["label"])
 
 
-def load_prepared(root: Path = PREPARED) -> Prepared:
+def load_prepared(root: Path) -> Prepared:
     root = Path(root)
     if not (root / "manifest.csv").is_file():
         raise DataError(f"{root / 'manifest.csv'}: not found; run the prepare stage first")

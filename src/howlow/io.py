@@ -1,4 +1,4 @@
-"""File layout of the pipeline and small I/O helpers.
+"""Small I/O helpers (where files live is howlow.layout).
 
 Every output is written to a temporary file in the same folder and then renamed, so a crash never
 leaves a half-written file where a later stage (or a resumed run) would read it.
@@ -16,12 +16,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PREPARED = Path("data/prepared")
-ORACLE = Path("data/oracle")
-PSEUDO = Path("data/pseudo")
-MODELS = Path("models")
-EVAL = Path("eval")
-REPORTS = Path("reports")
 VOID = 255  # canonical void id in prepared labels, whatever the source data set uses
 
 

@@ -1,7 +1,9 @@
-"""The one params schema: params.yaml grouped per stage, validated once, with clear errors.
+"""The params schema: it validates, it holds no defaults. params.yaml is the one source of defaults.
 
 Every stage entry point takes a `Params` object; the CLI and the Prefect flow build it with
-`load_params(path, overrides)`, where overrides are `key.sub=value` strings (values parsed as YAML).
+`load_params(paths, overrides)`: the files deep-merged in order (a study's small overlay on the
+project's params.yaml), then `key.sub=value` overrides (values parsed as YAML). A key missing from
+all files, an unknown key or a value breaking its rule stops with the file, the key and the rule.
 """
 
 from __future__ import annotations
@@ -27,22 +29,22 @@ def _distinct(key: str, values: list) -> None:
 
 
 class SyntheticParams(_Group):
-    n_train: int = Field(16, ge=1)
-    n_val: int = Field(8, ge=1)
-    height: int = Field(120, ge=32)
-    width: int = Field(160, ge=32)
+    n_train: int = Field(ge=1)
+    n_val: int = Field(ge=1)
+    height: int = Field(ge=32)
+    width: int = Field(ge=32)
 
 
 class DataParams(_Group):
     # "synthetic" builds the embedded default; anything else is a folder (relative to the repo root).
-    source: str = "synthetic"
-    layout: Literal["synthetic", "segnet", "images_labels"] = "synthetic"
-    void_id: int = Field(255, ge=0, le=255)
-    scale: float = Field(1.0, gt=0, le=4)
-    max_train: int = Field(0, ge=0, description="0 = all images")
-    max_val: int = Field(0, ge=0, description="0 = all images")
-    seed: int = 0
-    synthetic: SyntheticParams = SyntheticParams()
+    source: str
+    layout: Literal["synthetic", "segnet", "images_labels"]
+    void_id: int = Field(ge=0, le=255)
+    scale: float = Field(gt=0, le=4)
+    max_train: int = Field(ge=0, description="0 = all images")
+    max_val: int = Field(ge=0, description="0 = all images")
+    seed: int
+    synthetic: SyntheticParams
 
     @model_validator(mode="after")
     def _source_matches_layout(self):
@@ -52,69 +54,56 @@ class DataParams(_Group):
 
 
 class ValidateParams(_Group):
-    max_void_fraction: float = Field(0.5, ge=0, le=1)
+    max_void_fraction: float = Field(ge=0, le=1)
     # Every class of classes.json must occur in at least this many training pixels.
-    min_class_pixels: int = Field(1, ge=0)
+    min_class_pixels: int = Field(ge=0)
 
 
 Strategy = Literal["random", "random_error", "error_center", "margin", "entropy", "pixelpick"]
 
 
 class OracleParams(_Group):
-    strategy: Strategy = "error_center"
-    target_accuracy: float = Field(0.98, gt=0, le=1)
-    max_fraction: float = Field(0.05, gt=0, le=1)
-    initial_pixels: int = Field(20, ge=1)
-    pixels_per_round: int = Field(10, ge=1)
-    steps_per_round: int = Field(50, ge=1)
-    lr: float = Field(1e-2, gt=0)
-    # Per-image network: "mlp" (per pixel, on the feature stack below) or "unet" (convolutional).
-    model: Literal["mlp", "unet"] = "mlp"
-    width: int = Field(64, ge=4, description="mlp hidden units / unet base channels")
-    depth: int = Field(2, ge=1, le=6, description="mlp hidden layers / unet poolings")
+    strategy: Strategy
+    target_accuracy: float = Field(gt=0, le=1)
+    max_fraction: float = Field(gt=0, le=1)
+    initial_pixels: int = Field(ge=1)
+    pixels_per_round: int = Field(ge=1)
+    steps_per_round: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    # the per-image network: a per-pixel MLP on the cues below (howlow.oracle.networks)
+    width: int = Field(ge=4, description="hidden units")
+    depth: int = Field(ge=1, le=6, description="hidden layers")
     # Input cues computed from the image itself: RGB, Gaussian-blurred RGB and local contrast at
     # these scales (pixels), and x/y coordinates.
-    scales: list[float] = [1.0, 2.0, 4.0, 8.0]
-    # and the mean colour and contrast of each pixel's SLIC superpixel, for these superpixel counts
-    superpixels: list[int] = []
-    coords: bool = True
+    scales: list[float]
+    coords: bool
     # sin/cos of x and y at this many octaves (periods of 1, 1/2, 1/4, ... of the image's extent):
     # position at high frequency, so a click can fix a small region without moving the rest
-    fourier: int = Field(0, ge=0, le=12)
-    # multiplies the position channels (coords and octaves) after standardisation: > 1 lets Adam move
-    # their weights further per step, a prior towards "nearby pixels share a label" over colour
-    position_gain: float = Field(1.0, gt=0)
+    fourier: int = Field(ge=0, le=12)
     # learnable position embeddings (grid_dim numbers per node) on lattices of n x n cells spanning the
     # image, one per entry, read by bilinear interpolation: local position, a click moves only its cells
-    grid: list[int] = []
-    grid_dim: int = Field(4, ge=1, le=64)
+    grid: list[int]
+    grid_dim: int = Field(ge=1, le=64)
     # networks per image, trained on the same revealed pixels from different initial weights; the
     # Oracle scores (and pseudolabel uses) their mean softmax. Costs `ensemble` times the compute.
-    ensemble: int = Field(1, ge=1, le=16)
-    # weight w of the geodesic click vote (howlow.geodesic): each pixel also gets the class of its
+    ensemble: int = Field(ge=1, le=16)
+    # weight w of the geodesic click vote (howlow.oracle.geodesic): each pixel also gets the class of its
     # nearest revealed pixel, reached along the image at a cost of `geodesic_edge` per unit of colour
     # gradient; the prediction is (1 - w) softmax + w vote, so the vote decides where the network is unsure
-    geodesic: float = Field(0.0, ge=0, lt=1)
-    geodesic_edge: float = Field(10.0, gt=0)
-    warm_start: bool = True  # keep training the same network across rounds (else restart each round)
+    geodesic: float = Field(ge=0, lt=1)
+    geodesic_edge: float = Field(gt=0)
+    warm_start: bool  # keep training the same network across rounds (else restart each round)
     # reveal max(pixels_per_round, round_growth x revealed so far) per round: fewer rounds on big images
-    round_growth: float = Field(0.0, ge=0, le=1)
-    class_balance: bool = False  # weigh each revealed class equally in the loss
-    seed: int = 0
-    max_images: int = Field(0, ge=0, description="0 = every training image")
+    round_growth: float = Field(ge=0, le=1)
+    seed: int
+    max_images: int = Field(ge=0, description="0 = every training image")
 
     @model_validator(mode="after")
     def _positive_scales(self):
         if any(s <= 0 for s in self.scales):
             raise ValueError("oracle.scales must all be > 0")
-        if any(n < 2 for n in self.superpixels):
-            raise ValueError("oracle.superpixels must all be >= 2 (superpixels per image)")
         if any(not 1 <= n <= 256 for n in self.grid):
             raise ValueError("oracle.grid must all be between 1 and 256 (cells across each side)")
-        if self.grid and self.model != "mlp":
-            raise ValueError("oracle.grid needs oracle.model: mlp (the U-Net has no position lattice)")
-        if self.ensemble > 1 and self.model != "mlp":
-            raise ValueError("oracle.ensemble needs oracle.model: mlp (the batched engine trains the members)")
         return self
 
 
@@ -122,20 +111,20 @@ LabelSource = Literal["full", "pseudo", "confident", "sparse", "random"]
 
 
 class TrainParams(_Group):
-    label_sources: list[LabelSource] = ["pseudo", "full", "sparse", "random"]
-    model: Literal["unet", "lraspp"] = "unet"
-    width: int = Field(24, ge=4)
-    depth: int = Field(3, ge=1, le=6)
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(4, ge=1)
+    label_sources: list[LabelSource]
+    model: Literal["unet", "lraspp"]
+    width: int = Field(ge=4)
+    depth: int = Field(ge=1, le=6)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
     # training crop [height, width]; [] = the smallest training image (rounded down to a multiple of 8)
-    crop: list[int] = []
-    lr: float = Field(2e-3, gt=0)
-    augment: bool = True
-    seed: int = 0
+    crop: list[int]
+    lr: float = Field(gt=0)
+    augment: bool
+    seed: int
     # label source `confident`: pseudo-labels whose per-image network confidence (max softmax) is at
     # least this; the other pixels are left unlabelled
-    confidence: float = Field(0.9, ge=0, le=1)
+    confidence: float = Field(ge=0, le=1)
 
     @model_validator(mode="after")
     def _sources_unique(self):
@@ -151,17 +140,17 @@ ReportTag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$")]
 
 class StudyParams(_Group):
     """`howlow study`: the data-set level comparison over budgets and seeds."""
-    targets: list[float] = [0.9, 0.95, 0.98]  # Oracle targets, i.e. annotation budgets
-    seeds: list[int] = [0, 1, 2]  # data-set training seeds
-    label_sources: list[LabelSource] = ["full", "pseudo", "confident", "sparse", "random"]
+    targets: list[float]  # Oracle targets, i.e. annotation budgets
+    seeds: list[int]  # data-set training seeds
+    label_sources: list[LabelSource]
     # also train `full` on the first seed for twice the epochs: the report shows whether the
     # schedule has converged (mIoU barely moves) or not
-    convergence_check: bool = True
+    convergence_check: bool
     # resolution (data.scale factor) the Oracle annotates at; null = data.scale. The data-set networks
     # always train and are scored at data.scale: e.g. annotate CamVid at native resolution (1.0), where
     # the budget in % means what the paper means, and train at 0.25 where a CPU can
-    oracle_scale: float | None = Field(None, gt=0, le=1)
-    tag: ReportTag = ""  # e.g. another Oracle recipe
+    oracle_scale: float | None = Field(gt=0, le=1)
+    tag: ReportTag  # e.g. another Oracle recipe
 
     @model_validator(mode="after")
     def _valid(self):
@@ -174,12 +163,12 @@ class StudyParams(_Group):
 
 class BudgetParams(_Group):
     """`howlow budget`: the per-image Oracle budget report over selection rules and seeds."""
-    strategies: list[Strategy] = ["error_center", "random_error", "random", "pixelpick"]
-    seeds: list[int] = [0, 1, 2]
-    split: Literal["train", "val"] = "val"
-    images: int = Field(30, ge=0, description="the first N images of the split; 0 = all")
-    training_order: bool = True  # also train on the revealed pixels in reveal order / all at once / shuffled
-    tag: ReportTag = ""  # e.g. an ablation
+    strategies: list[Strategy]
+    seeds: list[int]
+    split: Literal["train", "val"]
+    images: int = Field(ge=0, description="the first N images of the split; 0 = all")
+    training_order: bool  # also train on the revealed pixels in reveal order / all at once / shuffled
+    tag: ReportTag  # e.g. an ablation
 
     @model_validator(mode="after")
     def _valid(self):
@@ -189,42 +178,42 @@ class BudgetParams(_Group):
 
 
 class EvaluateParams(_Group):
-    n_figures: int = Field(4, ge=0)
+    n_figures: int = Field(ge=0)
 
 
 class TrackingParams(_Group):
-    experiment: str = "howlow"
+    experiment: str
     # Empty: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project folder.
-    tracking_uri: str = ""
+    tracking_uri: str
 
 
 class OrchestrationParams(_Group):
-    cron: str = "0 3 * * *"
-    deployment: str = "howlow-nightly"
+    cron: str
+    deployment: str
     # Address of an existing Dask scheduler (tcp://host:8786) for the per-image Oracle runs;
     # empty: $HOWLOW_DASK_ADDRESS, else threads on this machine (one per core).
-    dask_address: str = ""
+    dask_address: str
 
 
 class RuntimeParams(_Group):
     # How the work runs, never what it computes: results do not depend on these.
-    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
-    oracle_batch: int = Field(8, ge=1, description="per-image Oracle networks trained at once")
-    select_workers: int = Field(1, ge=1, description="threads scoring slots and picking pixels (GPU: many)")
-    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int = Field(ge=0, description="torch intra-op threads; 0 = all cores")
+    oracle_batch: int = Field(ge=1, description="per-image Oracle networks trained at once")
+    select_workers: int = Field(ge=1, description="threads scoring slots and picking pixels (GPU: many)")
+    device: Literal["cpu", "cuda"]
 
 
 class Params(_Group):
-    data: DataParams = DataParams()
-    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
-    oracle: OracleParams = OracleParams()
-    train: TrainParams = TrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    tracking: TrackingParams = TrackingParams()
-    study: StudyParams = StudyParams()
-    budget: BudgetParams = BudgetParams()
-    orchestration: OrchestrationParams = OrchestrationParams()
-    runtime: RuntimeParams = RuntimeParams()
+    data: DataParams
+    validate_: ValidateParams = Field(alias="validate")
+    oracle: OracleParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    tracking: TrackingParams
+    study: StudyParams
+    budget: BudgetParams
+    orchestration: OrchestrationParams
+    runtime: RuntimeParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -265,13 +254,23 @@ def _format_error(source: str, exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        if err["type"] == "missing":
+            lines.append(f"  {key}: missing (every key needs a value; params.yaml holds the defaults)")
+            continue
         lines.append(f"  {key}: {msg} (got {err.get('input')!r})" if err["type"] != "extra_forbidden"
                      else f"  {key}: {msg}")
     return "\n".join(lines)
 
 
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
-    path = Path(path)
+def merge(base: dict, overlay: dict) -> dict:
+    """`overlay` deep-merged onto `base` (groups merge key by key; anything else is replaced)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_tree(path: Path) -> dict:
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -280,6 +279,17 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         raise ParamsError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(tree, dict):
         raise ParamsError(f"{path}: top level must be a mapping of stage groups")
+    return tree
+
+
+def load_params(paths: str | Path | list[str | Path] | tuple[str | Path, ...] = "params.yaml",
+                overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Params from one file or several (later files overlay earlier ones), then `overrides`."""
+    files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    tree: dict = {}
+    for file in files:
+        tree = merge(tree, read_tree(file))
+    path = " + ".join(str(f) for f in files)  # how errors name the source
     for override in overrides:
         try:
             apply_override(tree, override)

@@ -1,4 +1,4 @@
-"""Stage `track`: log a finished pipeline run to MLflow, and compare budgets across runs.
+"""Every MLflow call howlow makes: a pipeline run, a study's rows, and the budget comparison.
 
 One parent run per pipeline run, named `<dataset>-<strategy>-t<target>-s<seed>`, with every param
 (dotted names such as `oracle.target_accuracy`, so the MLflow UI can put budgets side by side), the
@@ -15,16 +15,18 @@ import os
 import sys
 from pathlib import Path
 
-from .io import EVAL, MODELS, ORACLE, PREPARED, PSEUDO, REPORTS, read_csv, read_json, write_csv, write_json
+from .io import read_csv, read_json, write_csv
+from .layout import Layout, project_root
 from .params import Params
+from .plots import compare_figure
 
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1"]  # skips MLflow's slow requirement inference
 
 
 def tracking_uri(params: Params) -> str:
-    """params.tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the cwd."""
+    """params.tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project."""
     return (params.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+            or f"sqlite:///{project_root() / 'mlflow.db'}")
 
 
 def run_name(params: Params) -> str:
@@ -50,21 +52,21 @@ def _setup(params: Params):
     return mlflow
 
 
-def track(params: Params, eval_dir: Path = EVAL, models_dir: Path = MODELS, oracle_dir: Path = ORACLE,
-          pseudo_dir: Path = PSEUDO) -> dict:
-    """Stage entry point: log the outputs of this pipeline run; writes eval/mlflow_run.json."""
+def log_pipeline(params: Params, layout: Layout) -> dict:
+    """Log the outputs of a finished pipeline run (parent run, nested image runs, models)."""
     from mlflow.entities import Metric, Param
 
     import torch
 
     from .data import load_prepared
-    from .train import load_model, normalise
+    from .segmentation.train import load_model, normalise
 
     mlflow = _setup(params)
     # torch.export warns about every specialised input dimension; the example's shape is fixed on purpose
     logging.getLogger("torch._export").setLevel(logging.ERROR)
-    metrics = read_json(Path(eval_dir) / "metrics.json")
-    summaries = read_csv(Path(oracle_dir) / "summary.csv")
+    eval_dir, models_dir, oracle_dir = layout.eval, layout.models, layout.oracle
+    metrics = read_json(eval_dir / "metrics.json")
+    summaries = read_csv(oracle_dir / "summary.csv")
     client = mlflow.MlflowClient()
     with mlflow.start_run(run_name=run_name(params)) as parent:
         mlflow.set_tags({"howlow.kind": "pipeline", "dataset": params.dataset_name,
@@ -94,7 +96,7 @@ def track(params: Params, eval_dir: Path = EVAL, models_dir: Path = MODELS, orac
                 print(f"[track] {i}/{len(summaries)} image runs", file=sys.stderr, flush=True)
         mlflow.log_artifacts(str(Path(eval_dir) / "figures"), artifact_path="figures")
         mlflow.log_artifact(str(Path(eval_dir) / "metrics.json"))
-        prepared = load_prepared(PREPARED)
+        prepared = load_prepared(layout.prepared)
         example_image = prepared.image(prepared.split("val")[0])
         for source in params.train.label_sources:
             model, mean, std = load_model(Path(models_dir) / f"{source}.pt")
@@ -105,7 +107,6 @@ def track(params: Params, eval_dir: Path = EVAL, models_dir: Path = MODELS, orac
         run_id = parent.info.run_id
     out = {"run_id": run_id, "run_name": run_name(params), "experiment": params.tracking.experiment,
            "tracking_uri": tracking_uri(params), "image_runs": len(summaries)}
-    write_json(Path(eval_dir) / "mlflow_run.json", out)
     print(f"[track] MLflow run {run_name(params)} ({run_id}) in {out['tracking_uri']}", file=sys.stderr)
     return out
 
@@ -114,7 +115,7 @@ COMPARE_COLUMNS = ["run", "dataset", "strategy", "target", "seed", "images", "me
                    "mean_revealed_px", "reached_fraction", "pseudo_accuracy"]
 
 
-def compare(params: Params, out_dir: Path = REPORTS / "compare") -> dict:
+def compare(params: Params, out_dir: Path) -> dict:
     """Print the budget table of every pipeline run in the experiment and plot revealed % vs target."""
     mlflow = _setup(params)
     runs = mlflow.search_runs(experiment_names=[params.tracking.experiment],
@@ -139,21 +140,42 @@ def compare(params: Params, out_dir: Path = REPORTS / "compare") -> dict:
         print(f"{r['run'][:38]:38} {r['target']:6.3f} {r['images']:5d} {r['mean_revealed_pct'] or 0:10.4f} "
               f"{r['mean_revealed_px'] or 0:8.1f} {r['reached_fraction'] or 0:7.2f} {r['pseudo_accuracy'] or 0:10.4f}")
     write_csv(Path(out_dir) / "budgets.csv", rows, COMPARE_COLUMNS)
-    _compare_figure(rows, Path(out_dir) / "budgets.png")
+    compare_figure(rows, Path(out_dir) / "budgets.png")
     print(f"table: {out_dir}/budgets.csv, plot: {out_dir}/budgets.png")
     return {"runs": len(rows)}
 
 
-def _compare_figure(rows: list[dict], path: Path) -> None:
-    from .evaluate import pyplot, save_figure
+def log_study_row(params: Params, row: dict, model_path: Path, prepared, experiment: str, uri: str) -> str:
+    """One MLflow run per row: the same param and metric names for every source, budget and seed."""
+    import mlflow
+    import torch
 
-    fig, ax = pyplot().subplots(figsize=(7, 4.5))
-    for key in dict.fromkeys((r["dataset"], r["strategy"]) for r in rows):
-        pts = sorted((r["target"], r["mean_revealed_pct"]) for r in rows if (r["dataset"], r["strategy"]) == key)
-        xs, ys = zip(*pts)
-        ax.plot(xs, ys, "o-", label=f"{key[0]} / {key[1]}")
-    ax.set_xlabel("Oracle target pixel accuracy")
-    ax.set_ylabel("mean revealed pixels (% of image)")
-    ax.set_title("Annotation budget by target (all MLflow runs)")
-    ax.legend()
-    save_figure(fig, path)
+    from .segmentation.train import load_model, normalise
+
+    logging.getLogger("torch._export").setLevel(logging.ERROR)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=row["name"]) as run:
+        mlflow.set_tags({"howlow.kind": "dataset-level", "dataset": row["dataset"], "source": row["source"]})
+        mlflow.log_params({"dataset": row["dataset"], "source": row["source"],
+                           "budget_target": "none" if row["target"] is None else row["target"],
+                           "seed": row["seed"], "data.scale": params.data.scale, "train.model": params.train.model,
+                           "train.width": params.train.width, "train.epochs": params.train.epochs,
+                           "train.crop": str(params.train.crop), "train.confidence": params.train.confidence,
+                           "train.batch_size": params.train.batch_size,
+                           "train.lr": params.train.lr,
+                           "images": row["images"]})
+        metrics = {k: float(row[k]) for k in ("miou", "pixel_accuracy", "annotated_pct", "annotated_pixels",
+                                               "annotated_px_per_image", "train_seconds")}
+        metrics.update({f"iou.{c}": v for c, v in row["per_class_iou"].items() if v is not None})
+        mlflow.log_metrics(metrics)
+        model, mean, std = load_model(model_path)
+        example_image = prepared.image(prepared.split("val")[0])
+        example = normalise(torch.from_numpy(example_image).permute(2, 0, 1)[None], mean, std).numpy()
+        mlflow.pytorch.log_model(model, name="model", input_example=example, pip_requirements=PIP_REQUIREMENTS)
+        return run.info.run_id
+
+
+def compare_command(params: Params, layout: Layout) -> dict:
+    """`howlow compare`: the table and plot go to reports/compare/."""
+    return compare(params, layout.root / "reports" / "compare")

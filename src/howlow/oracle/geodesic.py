@@ -2,16 +2,13 @@
 measured along the image, so that crossing a colour edge is expensive.
 
 The per-pixel network decides most pixels with confidence; where it is unsure (near label edges, in
-look-alike regions) the vote of the clicks around it, reached without crossing an edge, decides.
-The Oracle scores (and pseudolabel keeps) the blend (1 - w) softmax + w onehot(vote): the vote wins
-wherever the network's top two classes are less than w / (1 - w) apart. It uses only the image and
-the revealed pixels, so the budget is unchanged.
+look-alike regions) the vote of the clicks around it, reached without crossing an edge, decides
+(howlow.oracle.scorer blends the two).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy import ndimage
 from skimage.graph import MCP_Geometric
 
@@ -42,15 +39,3 @@ def nearest_click(cost: np.ndarray, points: np.ndarray, classes: np.ndarray) -> 
     start_class[points[:, 0] * w + points[:, 1]] = classes
     return start_class[parent].reshape(h, w)
 
-
-def blend(logits: torch.Tensor, vote: np.ndarray, weight: float) -> torch.Tensor:
-    """(H*W, K) network logits and the (H, W) vote -> log((1 - weight) softmax + weight onehot(vote)),
-    log-probabilities that argmax and softmax read like logits."""
-    onehot = torch.nn.functional.one_hot(torch.from_numpy(vote.ravel()).to(logits.device), logits.shape[1])
-    return ((1 - weight) * logits.float().softmax(1) + weight * onehot).log()
-
-
-def vote_for(cost: np.ndarray, revealed: list[list[int]] | np.ndarray) -> np.ndarray:
-    """The vote of revealed pixels given as [y, x, class, ...] rows (the Oracle's reveal log)."""
-    arr = np.asarray(revealed, np.int64).reshape(len(revealed), -1)
-    return nearest_click(cost, arr[:, :2], arr[:, 2])

@@ -1,4 +1,4 @@
-"""Stage `train`: one data-set network from scratch per label source, on the Oracle's images.
+"""The data-set network's training: one network from scratch per label source, on the Oracle's images.
 
 Label sources (all on the same training images, the ones the Oracle annotated, so the comparison is fair):
   full    the ground-truth label maps
@@ -26,11 +26,12 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from .data import Prepared, load_prepared
-from .io import MODELS, ORACLE, PREPARED, PSEUDO, VOID, read_csv, read_json, read_label, save_torch, write_json
+from ..data import Prepared
+from ..io import VOID, read_csv, read_json, read_label, save_torch, write_json
+from ..layout import Layout
+from ..metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
+from ..params import Params
 from .models import build_model
-from .oracle import use_runtime
-from .params import Params
 
 
 def resample_nearest(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -42,12 +43,12 @@ def resample_nearest(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return label[rows][:, cols]
 
 
-def label_map(source: str, params: Params, prepared: Prepared, row: dict, oracle_dir: Path = ORACLE,
-              pseudo_dir: Path = PSEUDO) -> np.ndarray:
+def label_map(source: str, params: Params, prepared: Prepared, row: dict, layout: Layout) -> np.ndarray:
     """The training target of one image for a label source (void 255 = no label). The Oracle may
     have annotated the image at another resolution (`study.oracle_scale`): its labels are resampled
     to the training image (nearest; a revealed pixel labels the training pixel it falls in)."""
     truth = prepared.label(row)
+    oracle_dir, pseudo_dir = layout.oracle, layout.pseudo
     if source == "full":
         return truth
     if source == "pseudo":
@@ -108,14 +109,17 @@ def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     return (images.float() / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
-def train_source(params: Params, source: str, prepared: Prepared, ids: list[str], out_dir: Path = MODELS,
-                 oracle_dir: Path = ORACLE, pseudo_dir: Path = PSEUDO) -> dict:
+def train_source(params: Params, source: str, prepared: Prepared, ids: list[str], layout: Layout,
+                 out_dir: Path | None = None) -> dict:
+    """Train the data-set network on one label source; `out_dir` (default `layout.models`) gets
+    `<source>.pt` and `<source>.json`."""
+    out_dir = Path(out_dir or layout.models)
     t = params.train
     rows = [r for r in prepared.split("train") if r["id"] in ids]
-    summary = {r["id"]: r for r in read_csv(Path(oracle_dir) / "summary.csv")}
+    summary = {r["id"]: r for r in read_csv(layout.oracle / "summary.csv")}
     images, targets, annotated, total = [], [], 0, 0
     for row in rows:
-        target = label_map(source, params, prepared, row, oracle_dir, pseudo_dir)
+        target = label_map(source, params, prepared, row, layout)
         truth = prepared.label(row)
         annotated += annotated_pixels(source, target, truth, int(summary[row["id"]]["revealed"]))
         # a share of the image at the resolution it was annotated at (the Oracle's, for the sparse sources)
@@ -183,10 +187,12 @@ def predict(model: torch.nn.Module, image: np.ndarray, mean: torch.Tensor, std: 
         return model(x)[0].argmax(0).numpy().astype(np.uint8)
 
 
-def train(params: Params, out_dir: Path = MODELS, oracle_dir: Path = ORACLE, pseudo_dir: Path = PSEUDO) -> dict:
-    """Stage entry point: one model per entry of `train.label_sources`."""
-    use_runtime(params)
-    prepared = load_prepared(PREPARED)
-    ids = [r["id"] for r in read_csv(Path(oracle_dir) / "summary.csv")]
-    return {source: train_source(params, source, prepared, ids, out_dir, oracle_dir, pseudo_dir)
-            for source in params.train.label_sources}
+def evaluate_source(prepared: Prepared, model_path: Path) -> dict:
+    model, mean, std = load_model(model_path)
+    cm = np.zeros((prepared.n_classes, prepared.n_classes), np.int64)
+    for row in prepared.split("val"):
+        cm += confusion(predict(model, prepared.image(row), mean, std), prepared.label(row), prepared.n_classes)
+    iou = iou_per_class(cm)
+    return {"miou": mean_iou(cm), "pixel_accuracy": pixel_accuracy(cm),
+            "per_class_iou": {c["name"]: (None if np.isnan(iou[c["id"]]) else float(iou[c["id"]]))
+                              for c in prepared.classes}}

@@ -21,74 +21,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import load_prepared, prepare
-from .engine import Job, run_batched
-from .geodesic import blend, edge_cost, nearest_click
-from .io import REPORTS, atomic_write_bytes, read_csv, read_json, write_csv, write_json
-from .metrics import confusion, pixel_accuracy
-from .oracle import image_seed, n_features, pixel_features, run_oracle_many, use_runtime
-from .params import OracleParams, Params
-from .study import WORK, _update, machine
+from ..data import load_prepared, prepare
+from ..io import atomic_write_bytes, read_csv, read_json, write_csv, write_json
+from ..layout import Layout
+from ..oracle import image_seed, run_oracle_many
+from ..oracle.replay import training_order
+from ..params import Params
+from ..plots import budget_rules_figure
+from ..stages.oracle import use_runtime
+from .dataset import WORK, _update, machine
 
-OUT = REPORTS / "oracle_budget"
-
-
-class ReplayState:
-    """Replays a fixed schedule of revealed pixels (no selection): round r trains on `rounds[r]`
-    (flat indices) and records the accuracy of the prediction after it: blended with the geodesic
-    vote of those pixels when `geodesic` > 0 (`cost`: the image's edge cost), as the Oracle scores."""
-
-    def __init__(self, label: np.ndarray, n_classes: int, rounds: list[np.ndarray],
-                 geodesic: float = 0.0, cost: np.ndarray | None = None):
-        self.label, self.n_classes, self.rounds = label, n_classes, rounds
-        self.geodesic, self.cost = geodesic, cost
-        self.r, self.accuracy = 0, []
-        self._vote: tuple[np.ndarray, np.ndarray] | None = None  # (pixels, their vote) of the last round
-
-    def train_pixels(self):
-        flat = self.rounds[self.r]
-        return flat, self.label.ravel()[flat].astype(np.int64), np.full(len(flat), 1.0 / len(flat), np.float32)
-
-    def observe(self, logits: torch.Tensor, loss: float) -> bool:
-        if self.geodesic:
-            flat = self.rounds[self.r]
-            if self._vote is None or self._vote[0] is not flat:  # "all at once" repeats one set
-                points = np.stack(np.unravel_index(flat, self.label.shape), 1)
-                self._vote = flat, nearest_click(self.cost, points, self.label.ravel()[flat].astype(np.int64))
-            logits = blend(logits, self._vote[1], self.geodesic)
-        pred = logits.argmax(1).to(torch.uint8).cpu().numpy().reshape(self.label.shape)
-        self.accuracy.append(pixel_accuracy(confusion(pred, self.label, self.n_classes)))
-        self.r += 1
-        return self.r == len(self.rounds)
+OUT = Path("reports") / "oracle_budget"
 
 
-def order_schedules(revealed: list[list[int]], width: int, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
-    """The three training orders of one image's revealed pixels ([y, x, class, round] in reveal order)."""
-    arr = np.array(revealed, np.int64).reshape(-1, 4)
-    flat = arr[:, 0] * width + arr[:, 1]
-    sizes = np.bincount(arr[:, 3])
-    ends = np.cumsum(sizes)
-    shuffled = rng.permutation(flat)
-    return {"reveal order": [np.sort(flat[:e]) for e in ends],
-            "all at once": [np.sort(flat)] * len(ends),
-            "shuffled": [np.sort(shuffled[:e]) for e in ends]}
 
 
-def training_order(items: list[tuple[str, np.ndarray, np.ndarray, int]], runs: dict, n_classes: int,
-                   p: OracleParams, batch: int, device: str) -> dict[str, float]:
-    """Mean final accuracy per training order over the images (same network, steps and seeds)."""
-    jobs, results = [], {}
-    for key, image, label, seed in items:
-        scheds = order_schedules(runs[key]["revealed"], label.shape[1], np.random.default_rng(seed))
-        feats = pixel_features(image, p)
-        cost = edge_cost(image, p.geodesic_edge) if p.geodesic else None
-        for name, rounds in scheds.items():
-            state = ReplayState(label, n_classes, rounds, p.geodesic, cost)
-            results.setdefault(name, []).append(state)
-            jobs.append(Job(f"{key}/{name}", feats, seed, state))
-    run_batched(jobs, n_features(p), n_classes, p.width, p.depth, p.lr, p.steps_per_round, batch, p.warm_start,
-                device=device, grid=p.grid, grid_dim=p.grid_dim, members=p.ensemble)
-    return {name: float(np.mean([s.accuracy[-1] for s in states])) for name, states in results.items()}
+
+
 
 
 def summarise(per_seed: list[dict]) -> dict:
@@ -99,7 +48,7 @@ def summarise(per_seed: list[dict]) -> dict:
     return out
 
 
-def budget(params: Params) -> dict:
+def budget(params: Params, layout: Layout) -> dict:
     """Entry point of `howlow budget` (see module docstring)."""
     t0 = time.perf_counter()
     b = params.budget
@@ -109,7 +58,7 @@ def budget(params: Params) -> dict:
     work = (WORK / f"budget-{name}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     with contextlib.chdir(work):
-        prepare(params)
+        prepare(params, Path("data/prepared"))
     prepared = load_prepared(work / "data" / "prepared")
     rows = prepared.split(b.split)[: b.images or None]
     items = [(r["id"], prepared.image(r), prepared.label(r)) for r in rows]
@@ -150,7 +99,7 @@ def budget(params: Params) -> dict:
                     curves += [{"strategy": strategy, "image": k, "revealed_pct": round(100 * c["revealed_fraction"], 5),
                                 "accuracy": round(c["accuracy"], 5)} for c in r["curve"]]
             if strategy == b.strategies[0] and seed == b.seeds[0] and b.training_order:
-                order = training_order(seeded, runs, prepared.n_classes, p, params.runtime.oracle_batch,
+                order = training_order(seeded, {k: r["revealed"] for k, r in runs.items()}, prepared.n_classes, p, params.runtime.oracle_batch,
                                        params.runtime.device)
         table.append({"strategy": strategy, "seeds": len(b.seeds), **summarise(per_seed)})
     h, w = items[0][2].shape
@@ -161,31 +110,12 @@ def budget(params: Params) -> dict:
               "table": table, "training_order": order, "per_image": per_image}
     write_json(OUT / f"{name}.json", report)
     write_csv(OUT / f"{name}_curves.csv", curves)
-    curves_figure(name, curves, params.oracle.target_accuracy, OUT / f"{name}_curves.png")
+    budget_rules_figure(name, curves, params.oracle.target_accuracy, OUT / f"{name}_curves.png")
     md = write_report()
     print(f"[budget {name}] report {md}", file=sys.stderr)
     return {"dataset": name, "report": str(md), **{t["strategy"]: t["revealed_pct"]["mean"] for t in table}}
 
 
-def curves_figure(name: str, curves: list[dict], target: float, path: Path) -> None:
-    """Mean accuracy against revealed % per rule (first seed), each image's curve held at its end."""
-    from .evaluate import pyplot, save_figure
-
-    fig, ax = pyplot().subplots(figsize=(7, 4.5))
-    for strategy in dict.fromkeys(c["strategy"] for c in curves):
-        per_image: dict[str, list] = {}
-        for c in curves:
-            if c["strategy"] == strategy:
-                per_image.setdefault(c["image"], []).append((c["revealed_pct"], c["accuracy"]))
-        grid = np.linspace(0, max(x for pts in per_image.values() for x, _ in pts), 200)
-        acc = np.mean([np.interp(grid, *zip(*pts)) for pts in per_image.values()], 0)
-        ax.plot(grid, acc, label=strategy)
-    ax.axhline(target, color="k", ls="--", lw=1, label=f"target {target:.0%}")
-    ax.set_xlabel("revealed pixels (% of image)")
-    ax.set_ylabel("pixel accuracy (mean over images)")
-    ax.set_title(f"{name}: Oracle budget curves by selection rule")
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
 
 
 def accuracy_at(curves: list[dict], budgets: tuple[float, ...]) -> dict[str, dict[float, float]]:

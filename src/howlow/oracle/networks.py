@@ -1,6 +1,9 @@
-"""Networks trained from scratch: a per-pixel MLP (default per-image Oracle network), a small U-Net
-(Oracle option and default data-set model) and torchvision's LR-ASPP MobileNetV3 built without any
-pretrained weights."""
+"""The per-image network: a per-pixel MLP (or an ensemble of them) with optional position lattices.
+
+`StackedMLP` holds G independent MLPs as (G, in, out) tensors, so the engine trains the networks of
+many images in one step; `PixelMLP` is one image's network (its ensemble members are slots of the
+same module, so the engine and pseudo-labelling compute the same thing the same way).
+"""
 
 from __future__ import annotations
 
@@ -8,40 +11,9 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-
-def _block(cin: int, cout: int) -> nn.Sequential:
-    # GroupNorm, not BatchNorm: one image per batch and identical train/eval behaviour
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(math.gcd(8, cout), cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(math.gcd(8, cout), cout), nn.ReLU(inplace=True),
-    )
-
-
-class UNet(nn.Module):
-    """U-Net with `depth` poolings; channels width * 2**level. Any input size works (skips are
-    resized to match), so odd image sizes need no padding."""
-
-    def __init__(self, in_channels: int, n_classes: int, width: int = 16, depth: int = 3):
-        super().__init__()
-        chans = [width * 2**i for i in range(depth + 1)]
-        self.down = nn.ModuleList([_block(in_channels, chans[0])] +
-                                  [_block(chans[i], chans[i + 1]) for i in range(depth)])
-        self.up = nn.ModuleList([_block(chans[i + 1] + chans[i], chans[i]) for i in reversed(range(depth))])
-        self.head = nn.Conv2d(chans[0], n_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        skips.pop()
-        for block in self.up:
-            skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], 1))
-        return self.head(x)
+from ..params import OracleParams
+from .features import n_features
 
 
 def grid_nodes(grid: list[int] | tuple[int, ...]) -> int:
@@ -58,7 +30,7 @@ class StackedMLP(nn.Module):
     position embedding: `grid_dim` numbers per lattice node, zero at the start, read at each pixel by
     bilinear interpolation. The last 8 x len(grid) columns of a feature row are then the pixel's four
     corner nodes per lattice (flat node index, as a float) and their bilinear weights
-    (howlow.oracle.grid_corners). Unlike a sine, a node only moves the pixels of its own cells, so a
+    (features.grid_corners). Unlike a sine, a node only moves the pixels of its own cells, so a
     click corrects its neighbourhood without rippling across the image."""
 
     def __init__(self, groups: int, in_channels: int, n_classes: int, hidden: int = 64, layers: int = 2,
@@ -111,7 +83,7 @@ class StackedMLP(nn.Module):
 
     def slot_state(self, g: int, n: int = 1) -> dict[str, torch.Tensor]:
         """Slots g .. g + n - 1 as the state dict of an n-slot StackedMLP (what an n-member
-        `models.PixelMLP` loads)."""
+        `PixelMLP` loads)."""
         return {k: v[g : g + n].detach().clone() for k, v in self.state_dict().items()}
 
 
@@ -139,49 +111,11 @@ class PixelMLP(StackedMLP):
         return logits.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 
-class LRASPP(nn.Module):
-    """torchvision LR-ASPP MobileNetV3-Large, no weights, no pretrained backbone; returns logits."""
-
-    def __init__(self, in_channels: int, n_classes: int):
-        super().__init__()
-        from torchvision.models.segmentation import lraspp_mobilenet_v3_large
-
-        if in_channels != 3:
-            raise ValueError("the lraspp model takes RGB input only")
-        self.net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)["out"]
-
-
-def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
-    """Re-initialise every conv and linear layer from a private generator: deterministic per image even when several
-    images train at once in threads (the global torch RNG would be shared between them)."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
-                if m.bias is not None:
-                    bound = 1 / math.sqrt(m.weight[0].numel())
-                    m.bias.uniform_(-bound, bound, generator=generator)
-    return model
-
-
-def build_model(name: str, in_channels: int, n_classes: int, width: int, depth: int,
-                generator: torch.Generator, grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4,
-                members: int = 1) -> nn.Module:
-    """`width`/`depth` are the U-Net's channels and poolings, or the MLP's hidden units and layers;
-    `grid`/`grid_dim`/`members` the MLP's position lattices and ensemble size (PixelMLP; the params
-    reject them for the others). Ensemble members draw their weights one after the other from
-    `generator`, as the Oracle's engine does."""
-    if name == "mlp":
-        net = PixelMLP(in_channels, n_classes, width, depth, grid, grid_dim, members)
-        for e in range(members):
-            net.reset_slot(e, generator)
-        return net
-    if name == "unet":
-        return init_weights(UNet(in_channels, n_classes, width, depth), generator)
-    if name == "lraspp":
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        return LRASPP(in_channels, n_classes)
-    raise ValueError(f"unknown model {name!r} (mlp, unet, lraspp)")
+def oracle_network(p: OracleParams, n_classes: int, seed: int) -> PixelMLP:
+    """One image's network, its `p.ensemble` members drawn one after the other from a generator
+    seeded with `seed`, as the engine draws them."""
+    gen = torch.Generator().manual_seed(seed)
+    net = PixelMLP(n_features(p), n_classes, p.width, p.depth, p.grid, p.grid_dim, p.ensemble)
+    for e in range(p.ensemble):
+        net.reset_slot(e, gen)
+    return net

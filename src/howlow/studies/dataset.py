@@ -29,18 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import load_prepared, prepare
-from .evaluate import evaluate_source
-from .io import PREPARED, REPORTS, atomic_write_bytes, read_csv, read_json, write_csv, write_json
-from .oracle import oracle
-from .params import Params
-from .pseudolabel import pseudolabel
-from .track import PIP_REQUIREMENTS, tracking_uri
-from .train import load_model, normalise, train_source
-from .validate import validate
+from ..data import load_prepared, prepare
+from ..io import atomic_write_bytes, read_csv, read_json, write_csv, write_json
+from ..layout import Layout
+from ..params import Params
+from ..plots import dataset_level_figure
+from ..segmentation.train import evaluate_source, train_source
+from ..stages import oracle, pseudolabel
+from ..tracking import log_study_row, tracking_uri
+from ..validation import validate
 
 WORK = Path("studies/work")
-OUT = REPORTS / "dataset_level"
+OUT = Path("reports") / "dataset_level"
 
 
 def _update(params: Params, **groups: dict) -> Params:
@@ -72,7 +72,7 @@ def run_row(params: Params, source: str, target: float | None, seed: int, budget
     with contextlib.chdir(budget_dir):  # the stage functions read data/ relative to the cwd
         prepared = load_prepared(work / "data" / "prepared")  # the training scale; absolute paths
         ids = [r["id"] for r in read_csv(Path("data/oracle/summary.csv"))]
-        info = train_source(p, source, prepared, ids, models)
+        info = train_source(p, source, prepared, ids, Layout(budget_dir), models)
         scores = evaluate_source(prepared, models / f"{source}.pt")
         oracle_totals = read_json(Path("data/oracle/totals.json"))
     row = {"key": key, "name": name, "dataset": params.dataset_name, "source": source,
@@ -81,39 +81,11 @@ def run_row(params: Params, source: str, target: float | None, seed: int, budget
            "annotated_px_per_image": info["annotated_pixels"] / info["images"], "images": info["images"],
            "train_seconds": info["seconds"], "epochs": info["epochs"],
            "oracle_reached_fraction": None if target is None else oracle_totals["reached_fraction"]}
-    row["mlflow_run_id"] = log_row(params, row, models / f"{source}.pt", prepared, mlflow_experiment, uri)
+    row["mlflow_run_id"] = log_study_row(params, row, models / f"{source}.pt", prepared, mlflow_experiment, uri)
     write_json(row_path, row)
     return row
 
 
-def log_row(params: Params, row: dict, model_path: Path, prepared, experiment: str, uri: str) -> str:
-    """One MLflow run per row: the same param and metric names for every source, budget and seed."""
-    import logging
-
-    import mlflow
-
-    logging.getLogger("torch._export").setLevel(logging.ERROR)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=row["name"]) as run:
-        mlflow.set_tags({"howlow.kind": "dataset-level", "dataset": row["dataset"], "source": row["source"]})
-        mlflow.log_params({"dataset": row["dataset"], "source": row["source"],
-                           "budget_target": "none" if row["target"] is None else row["target"],
-                           "seed": row["seed"], "data.scale": params.data.scale, "train.model": params.train.model,
-                           "train.width": params.train.width, "train.epochs": params.train.epochs,
-                           "train.crop": str(params.train.crop), "train.confidence": params.train.confidence,
-                           "train.batch_size": params.train.batch_size,
-                           "train.lr": params.train.lr,
-                           "images": row["images"]})
-        metrics = {k: float(row[k]) for k in ("miou", "pixel_accuracy", "annotated_pct", "annotated_pixels",
-                                               "annotated_px_per_image", "train_seconds")}
-        metrics.update({f"iou.{c}": v for c, v in row["per_class_iou"].items() if v is not None})
-        mlflow.log_metrics(metrics)
-        model, mean, std = load_model(model_path)
-        example_image = prepared.image(prepared.split("val")[0])
-        example = normalise(torch.from_numpy(example_image).permute(2, 0, 1)[None], mean, std).numpy()
-        mlflow.pytorch.log_model(model, name="model", input_example=example, pip_requirements=PIP_REQUIREMENTS)
-        return run.info.run_id
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -142,26 +114,6 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return sorted(out, key=lambda a: (order.get(a["source"], 9), a["target"] or 0))
 
 
-def curve_figure(dataset: str, agg: list[dict], path: Path) -> None:
-    from .evaluate import pyplot, save_figure
-
-    fig, ax = pyplot().subplots(figsize=(7, 4.5))
-    for source in dict.fromkeys(a["source"] for a in agg):
-        pts = sorted((a for a in agg if a["source"] == source), key=lambda a: a["annotated_pct"])
-        x = [a["annotated_pct"] for a in pts]
-        if source == "full":
-            m, s = pts[0]["miou_mean"], pts[0]["miou_std"]
-            ax.axhline(m, color="k", lw=1.2, label=f"full ({x[0]:.0f} % labelled)")
-            ax.axhspan(m - s, m + s, color="k", alpha=0.08)
-            continue
-        ax.errorbar(x, [a["miou_mean"] for a in pts], yerr=[a["miou_std"] for a in pts], marker="o",
-                    capsize=3, label=source)
-    ax.set_xscale("log")
-    ax.set_xlabel("annotated training pixels (% of all, log scale)")
-    ax.set_ylabel("val mIoU (mean ± std over seeds)")
-    ax.set_title(f"{dataset}: data-set network by label source and budget")
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
 
 
 def write_report(out_dir: Path = OUT) -> Path:
@@ -214,7 +166,7 @@ def write_report(out_dir: Path = OUT) -> Path:
     return path
 
 
-def study(params: Params) -> dict:
+def study(params: Params, layout: Layout) -> dict:
     """Entry point of `howlow study` (see module docstring)."""
     t0 = time.perf_counter()
     s = params.study
@@ -226,8 +178,8 @@ def study(params: Params) -> dict:
     experiment = f"{params.tracking.experiment}-dataset-{name}"
     work.mkdir(parents=True, exist_ok=True)
     with contextlib.chdir(work):
-        prepare(params)
-        validate(params)
+        prepare(params, Path("data/prepared"))
+        validate(params, Path("data/prepared"), Path("reports/validation"))
     # the Oracle annotates at study.oracle_scale when it differs from the training scale
     oracle_params = params
     annotated = work / "data" / "prepared"
@@ -244,8 +196,8 @@ def study(params: Params) -> dict:
         p = _update(params, oracle={"target_accuracy": target})
         with contextlib.chdir(budget_dir):
             po = _update(oracle_params, oracle={"target_accuracy": target})
-            oracle(po, Path("data/oracle"), Path("eval"))
-            pseudolabel(po, Path("data/oracle"), Path("data/pseudo"))
+            oracle.run(po, Layout(budget_dir))
+            pseudolabel.run(po, Layout(budget_dir))
         for seed in s.seeds:
             for source in s.label_sources:
                 if source == "full" and i > 0:
@@ -290,7 +242,7 @@ def study(params: Params) -> dict:
                                             "annotated_pct": round(a["annotated_pct"], 5),
                                             "miou": round(a["miou_mean"], 5), "miou_std": round(a["miou_std"], 5)}
                                            for a in agg])
-    curve_figure(name, agg, out / f"{name}.png")
+    dataset_level_figure(name, agg, out / f"{name}.png")
     md = write_report(out)
     print(f"[study {name}] {len(rows)} runs; report {md}, MLflow experiment {experiment}", file=sys.stderr)
     return {"dataset": name, "rows": len(rows), "report": str(md), "experiment": experiment}

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .models import StackedMLP, ensemble_logits
+from .networks import StackedMLP, ensemble_logits
 
 # Full-image predictions run in chunks of slots holding at most this many pixels in all: bounds the
 # activations' memory (pixels x hidden x 4 bytes, ~1 GiB at width 64) whatever the batch size.
@@ -71,7 +71,7 @@ class SlotAdam:
 @dataclass
 class Job:
     """One image for the engine: `features` (H*W, C) flattened in raster order, and the callbacks of
-    its Oracle (howlow.oracle.OracleState): which pixels to train on, and what to do with a
+    its Oracle (howlow.oracle.loop.OracleState): which pixels to train on, and what to do with a
     prediction (returns True when the image is done)."""
 
     key: str

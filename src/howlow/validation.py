@@ -1,4 +1,4 @@
-"""Stage `validate`: check the prepared data set with a Great Expectations suite before any training.
+"""Check the prepared data set with a Great Expectations suite before any training.
 
 Reads `manifest.csv` (one row per image) and `class_pixels.csv` from `data/prepared/`, runs one GX
 expectation suite on each, writes `reports/validation/summary.json` and GX Data Docs
@@ -17,7 +17,7 @@ from typing import Callable
 import pandas as pd
 
 from .data import MANIFEST_COLUMNS, SPLITS
-from .io import PREPARED, REPORTS, VOID, DataError, read_json, write_json
+from .io import VOID, DataError, read_json, write_json
 from .params import Params
 
 # GX must never phone home (no network here); it reads this when imported, which happens lazily in
@@ -192,7 +192,7 @@ def _message(prepared: Path, report_dir: Path, failed: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def validate(params: Params, prepared: Path = PREPARED, report_dir: Path = REPORTS / "validation") -> dict:
+def validate(params: Params, prepared: Path, report_dir: Path) -> dict:
     """Validate `prepared` with GX; write summary.json and Data Docs to `report_dir`.
 
     Returns the summary dict on success; raises ValidationFailed (a DataError) listing each broken
