@@ -29,7 +29,8 @@ from ..oracle.replay import training_order
 from ..params import Params
 from ..plots import budget_rules_figure
 from ..stages.oracle import use_runtime
-from .dataset import WORK, _update, machine
+from .common import machine
+from .dataset import WORK, _update
 
 OUT = Path("reports") / "oracle_budget"
 
