@@ -30,6 +30,13 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def make_params(extra: dict | None = None):
+    """Params of the repo's params.yaml (the one source of defaults) with `extra` merged in."""
+    from howlow.params import Params
+
+    return Params.model_validate(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), extra or {}))
+
+
 def project_env(tmp: Path) -> dict:
     """Environment for subprocesses: the venv's tools on PATH, MLflow in a temp sqlite store."""
     env = dict(os.environ)
