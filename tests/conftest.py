@@ -30,6 +30,16 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
+# The Oracle recipe of the unit tests: fewer cues, no vote, no round growth, a higher lr, so a test
+# runs in seconds and checks one mechanism; tests of the vote or the octaves switch them on.
+UNIT_ORACLE = {"lr": 0.01, "scales": [1.0, 2.0, 4.0, 8.0], "fourier": 0, "geodesic": 0.0, "round_growth": 0.0}
+
+
+def unit_oracle(**update):
+    """OracleParams of params.yaml with UNIT_ORACLE and `update`."""
+    return make_params({"oracle": {**UNIT_ORACLE, **update}}).oracle
+
+
 def make_params(extra: dict | None = None):
     """Params of the repo's params.yaml (the one source of defaults) with `extra` merged in."""
     from howlow.params import Params

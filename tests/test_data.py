@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import make_params
 from howlow.data import MANIFEST_COLUMNS, SYNTHETIC_CLASSES, load_prepared, prepare, synthetic_samples
 from howlow.io import DataError, read_csv, read_image, read_json, read_label
 from howlow.params import Params
@@ -58,11 +59,11 @@ def write_images_labels(root: Path, names=(("train", "a"), ("train", "b"), ("val
 
 
 def folder_params(layout: str, source: str = "src", **data) -> Params:
-    return Params.model_validate({"data": {"source": source, "layout": layout, **data}})
+    return make_params({"data": {"source": source, "layout": layout, **data}})
 
 
 def synthetic_params(**syn) -> Params:
-    return Params.model_validate({"data": {"synthetic": {"n_train": 2, "n_val": 1, "height": 32, "width": 40,
+    return make_params({"data": {"synthetic": {"n_train": 2, "n_val": 1, "height": 32, "width": 40,
                                                          **syn}}})
 
 
@@ -128,7 +129,7 @@ def test_synthetic_is_deterministic_and_sized():
     """Same seed: identical images and labels; another seed: different; configured size and counts."""
     a, classes = synthetic_samples(synthetic_params())
     b, _ = synthetic_samples(synthetic_params())
-    c, _ = synthetic_samples(Params.model_validate({"data": {"seed": 1, "synthetic": {
+    c, _ = synthetic_samples(make_params({"data": {"seed": 1, "synthetic": {
         "n_train": 2, "n_val": 1, "height": 32, "width": 40}}}))
     assert classes == SYNTHETIC_CLASSES
     assert [(s.split, s.id) for s in a] == [("train", "syn_train_000"), ("train", "syn_train_001"),

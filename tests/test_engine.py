@@ -1,4 +1,4 @@
-"""The batched engine (howlow.engine): G per-image networks in one step give the same results as one
+"""The batched engine (howlow.oracle.engine): G per-image networks in one step give the same results as one
 image at a time, slots are independent, and a finished slot takes the next image."""
 
 from __future__ import annotations
@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import unit_oracle
 from howlow.data import synthetic_scene
-from howlow.engine import SlotAdam
-from howlow.models import PixelMLP, StackedMLP
-from howlow.oracle import image_features, oracle_network, run_oracle, run_oracle_many
-from howlow.params import Params
+from howlow.oracle.engine import SlotAdam
+from howlow.oracle.networks import PixelMLP, StackedMLP
+from howlow.oracle import oracle_network, run_oracle, run_oracle_many
+from howlow.oracle.features import image_features
 
 K = 6
 
@@ -24,7 +25,7 @@ def images(sizes):
 
 
 def params(**update):
-    return Params().oracle.model_copy(update={"target_accuracy": 0.95, "max_fraction": 0.2, **update})
+    return unit_oracle(**{"target_accuracy": 0.95, "max_fraction": 0.2, **update})
 
 
 def batched(items, p, batch_size, select_workers=1):
@@ -200,19 +201,6 @@ def test_pixel_mlp_is_a_one_slot_stack():
     x = torch.randn(1, 5, 7, 9)
     feats = x[0].flatten(1).T.contiguous()
     assert torch.equal(net(x)[0].flatten(1).T, net.pixels(feats))
-
-
-def test_class_balance_weighs_each_revealed_class_equally():
-    from howlow.oracle import OracleState
-
-    label = np.zeros((10, 10), np.uint8)
-    label[:, 8:] = 1  # class 1 is a fifth of the image
-    state = OracleState(label, 2, params(initial_pixels=30, class_balance=True), seed=0)
-    _, cls, w = state.train_pixels()
-    assert 0 < (cls == 1).sum() < (cls == 0).sum()
-    assert w.sum() == pytest.approx(1) and w[cls == 0].sum() == pytest.approx(0.5) == w[cls == 1].sum()
-    plain = OracleState(label, 2, params(initial_pixels=30), seed=0).train_pixels()[2]
-    assert np.allclose(plain, 1 / 30)
 
 
 def test_round_growth_reveals_a_share_of_what_is_revealed():

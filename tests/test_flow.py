@@ -71,7 +71,7 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
 
     # `howlow compare` reads the same store: the budget table and its plot
     from howlow.params import load_params
-    from howlow.track import compare
+    from howlow.tracking import compare
 
     assert compare(load_params("params.yaml"), out_dir=tmp_path / "compare") == {"runs": 1}
     table = (tmp_path / "compare" / "budgets.csv").read_text().splitlines()

@@ -1,4 +1,4 @@
-"""The geodesic click vote (howlow.geodesic): nearest click along the image, blended with the network."""
+"""The geodesic click vote (howlow.oracle.geodesic): nearest click along the image, blended with the network."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_params, unit_oracle
 from howlow.data import synthetic_scene
-from howlow.geodesic import blend, edge_cost, nearest_click, vote_for
-from howlow.oracle import run_oracle
-from howlow.params import Params
-from howlow.pseudolabel import predict_image
+from howlow.oracle import Scorer, run_oracle
+from howlow.oracle.geodesic import edge_cost, nearest_click
+from howlow.stages.pseudolabel import predict_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,26 +44,29 @@ def test_an_edge_stops_the_vote():
 
 
 def test_vote_reads_the_reveal_log():
-    cost = edge_cost(two_halves(), 10.0)
+    scorer = Scorer(two_halves(), unit_oracle(geodesic=0.3))
     revealed = [[3, 2, 4, 0], [12, 25, 1, 0]]  # [y, x, class, round]
-    vote = vote_for(cost, revealed)
+    vote = scorer.vote(revealed)
     assert vote[3, 2] == 4 and vote[12, 25] == 1 and set(np.unique(vote)) == {1, 4}
+    assert scorer.vote(np.array(revealed)) is vote  # the same pixel set: the vote is not recomputed
 
 
-def test_blend_lets_the_vote_decide_only_where_the_network_is_unsure():
-    # pixel 0: sure of class 0; pixel 1: unsure between 0 and 1; the vote says 1 for both
+def test_scorer_lets_the_vote_decide_only_where_the_network_is_unsure():
+    # pixel 0: sure of class 0; pixel 1: unsure between 0 and 1; the vote (both clicks: class 1) says 1
+    image = np.zeros((1, 2, 3), np.uint8)
     probs = torch.tensor([[0.90, 0.05, 0.05], [0.45, 0.40, 0.15]])
-    vote = np.array([[1, 1]])
-    out = blend(probs.log(), vote, 0.3)
+    revealed = [[0, 0, 1, 0], [0, 1, 1, 0]]
+    out = Scorer(image, unit_oracle(geodesic=0.3)).logits(probs.log(), revealed)
     assert out.argmax(1).tolist() == [0, 1]
     torch.testing.assert_close(out.exp().sum(1), torch.ones(2))
-    assert blend(probs.log(), vote, 0.0).argmax(1).tolist() == [0, 0]
+    plain = Scorer(image, unit_oracle(geodesic=0.0)).logits(probs.log(), revealed)
+    assert plain.argmax(1).tolist() == [0, 0]
 
 
 def test_oracle_with_vote_is_what_pseudolabel_reproduces():
     """The Oracle scores the blended prediction; the stored network plus the reveal log give the same
     labels in pseudolabel, and the vote changed some of them."""
-    params = Params()
+    params = make_params()
     p = params.oracle.model_copy(update={"target_accuracy": 0.95, "max_fraction": 0.2, "geodesic": 0.3})
     params = params.model_copy(update={"oracle": p})
     image, label = synthetic_scene(np.random.default_rng(3), 48, 64)
@@ -72,19 +75,17 @@ def test_oracle_with_vote_is_what_pseudolabel_reproduces():
     np.testing.assert_array_equal(labels, run.prediction)
     assert conf.min() > 0 and conf.max() <= 1
     plain, _ = predict_image(params.model_copy(update={"oracle": p.model_copy(update={"geodesic": 0.0})}),
-                             image, 6, run.model.state_dict())
+                             image, 6, run.model.state_dict(), run.revealed)
     assert (plain != labels).any()
-    with pytest.raises(ValueError, match="revealed pixels"):
-        predict_image(params, image, 6, run.model.state_dict())
 
 
 def test_reveal_order_replay_scores_with_the_vote_too():
     """The training-order experiment blends like the Oracle: replaying the reveal order with the same
     seed, one network at a time, is the Oracle's own run, final accuracy included."""
-    from howlow.budget import training_order
+    from howlow.oracle.replay import training_order
 
-    p = Params().oracle.model_copy(update={"target_accuracy": 0.95, "max_fraction": 0.2, "geodesic": 0.3})
+    p = unit_oracle(**{"target_accuracy": 0.95, "max_fraction": 0.2, "geodesic": 0.3})
     image, label = synthetic_scene(np.random.default_rng(4), 48, 64)
     run = run_oracle(image, label, 6, p, seed=2)
-    acc = training_order([("a", image, label, 2)], {"a": {"revealed": run.revealed}}, 6, p, 1, "cpu")
+    acc = training_order([("a", image, label, 2)], {"a": run.revealed}, 6, p, 1, "cpu")
     assert acc["reveal order"] == run.curve[-1]["accuracy"]

@@ -1,5 +1,5 @@
 """The Oracle loop (howlow.oracle) on tiny synthetic images: stopping rules, budget bookkeeping,
-determinism, the unet option, and the stage's outputs and resume."""
+determinism, the cues, and the stage's outputs and resume."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import UNIT_ORACLE, make_params, unit_oracle
 from howlow.data import load_prepared, prepare, synthetic_scene
 from howlow.io import VOID, read_csv, read_json
 from howlow.metrics import confusion, pixel_accuracy
-from howlow.models import StackedMLP
-from howlow.oracle import (grid_corners, image_features, image_seed, load_result, n_features, oracle, oracle_image,
-                           oracle_network, run_oracle, superpixel_cues)
+from howlow.oracle.networks import StackedMLP
+from howlow.layout import Layout
+from howlow.oracle import image_seed, oracle_network, run_oracle
+from howlow.oracle.features import grid_corners, image_features, n_features
 from howlow.params import Params
+from howlow.stages import oracle as oracle_stage
+from howlow.stages.oracle import load_result, oracle_image
 
 H, W, K = 32, 40, 6
 STRATEGIES = ("error_center", "random", "random_error")
@@ -33,7 +37,7 @@ def scene(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 
 def oracle_params(**update):
-    return Params().oracle.model_copy(update={"target_accuracy": 0.9, "max_fraction": 0.3, **update})
+    return unit_oracle(**{"target_accuracy": 0.9, "max_fraction": 0.3, **update})
 
 
 def check_bookkeeping(run, label, p):
@@ -150,19 +154,6 @@ def test_cold_start_differs_from_warm_start():
     assert [c["loss"] for c in warm.curve[1:]] != [c["loss"] for c in cold.curve[1:]]
 
 
-def test_unet_model_runs():
-    """The convolutional option trains and stops by the same rules."""
-    image, label = scene()
-    p = oracle_params(model="unet", width=4, depth=1, steps_per_round=5, max_fraction=0.05,
-                      target_accuracy=1.0)
-    run = run_oracle(image, label, K, p, seed=0)
-    check_bookkeeping(run, label, p)
-    assert not run.reached and len(run.curve) >= 2
-    assert all(np.isfinite(c["loss"]) for c in run.curve)
-    assert sum(t.numel() for t in run.model.parameters()) > 0
-    assert any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) for m in run.model.modules())
-
-
 def test_image_features_shape_and_standardised():
     """Feature stack: RGB + 4 per scale + 2 coords channels, each zero-mean unit-std."""
     image, _ = scene()
@@ -172,22 +163,6 @@ def test_image_features_shape_and_standardised():
     assert torch.allclose(x.mean((1, 2)), torch.zeros(x.shape[0]), atol=1e-4)
     assert torch.allclose(x.std((1, 2)), torch.ones(x.shape[0]), atol=1e-3)
     assert image_features(image, p.model_copy(update={"coords": False})).shape[0] == 11
-
-
-def test_superpixel_cues_are_constant_per_region_and_stop_at_edges():
-    """Two flat halves of different colour: every pixel of a half gets its half's colour (no blur
-    across the edge), and the feature stack grows by 4 channels per superpixel count."""
-    rgb = np.zeros((24, 32, 3), np.float32)
-    rgb[:, :16] = [0.9, 0.1, 0.1]
-    rgb[:, 16:] = [0.1, 0.2, 0.8]
-    r, g, b, contrast = superpixel_cues(rgb, 6)
-    np.testing.assert_allclose(r[:, :16], 0.9, atol=1e-6)
-    np.testing.assert_allclose(b[:, 16:], 0.8, atol=1e-6)
-    np.testing.assert_allclose(contrast, 0.0, atol=1e-3)
-    image, _ = scene()
-    p = oracle_params(scales=[1.0], superpixels=[8, 30])
-    assert image_features(image, p).shape[0] == n_features(p) == 3 + 4 + 8 + 2
-    assert run_oracle(image, scene()[1], K, p, seed=0).curve  # the network takes the wider stack
 
 
 def test_fourier_position_cues():
@@ -209,20 +184,6 @@ def test_fourier_position_cues():
                                                           max_fraction=0.25), seed=0) for f in (0, 3)}
     assert runs[3].reached
     assert len(runs[3].revealed) < len(runs[0].revealed)
-
-
-def test_position_gain_scales_only_the_position_channels():
-    """`oracle.position_gain` multiplies coords and octaves after standardisation, nothing else."""
-    image, _ = scene()
-    base = image_features(image, oracle_params(scales=[1.0], fourier=2))
-    x = image_features(image, oracle_params(scales=[1.0], fourier=2, position_gain=3.0))
-    n_position = 2 + 4 * 2
-    assert torch.equal(x[:-n_position], base[:-n_position])
-    assert torch.allclose(x[-n_position:], 3.0 * base[-n_position:])
-    assert torch.allclose(x[-n_position:].std((1, 2)), torch.full((n_position,), 3.0), atol=1e-3)
-    no_position = oracle_params(scales=[1.0], coords=False, position_gain=3.0)
-    assert torch.equal(image_features(image, no_position), image_features(image, no_position.model_copy(
-        update={"position_gain": 1.0})))
 
 
 def test_grid_corners_interpolate_position():
@@ -285,9 +246,9 @@ def test_grid_alone_carries_position():
 
 # --------------------------------------------------------------------------- stage, outputs, resume
 def stage_params(**oracle_update) -> Params:
-    return Params.model_validate({
+    return make_params({
         "data": {"synthetic": {"n_train": 2, "n_val": 1, "height": 32, "width": 40}},
-        "oracle": {"target_accuracy": 0.9, "max_fraction": 0.3, **oracle_update},
+        "oracle": {**UNIT_ORACLE, "target_accuracy": 0.9, "max_fraction": 0.3, **oracle_update},
         "runtime": {"threads": 1},
     })
 
@@ -297,21 +258,22 @@ def stamp(path: Path) -> tuple[int, int]:
     return st.st_ino, st.st_mtime_ns
 
 
-def test_stage_outputs_and_resume(tmp_path, monkeypatch):
-    """oracle() writes per-image json/pt, summary.csv, totals.json and the curves; reruns reuse results
-    with the same fingerprint and recompute when an oracle param changes."""
-    monkeypatch.chdir(tmp_path)
+def test_stage_outputs_and_resume(tmp_path):
+    """The stage writes per-image json/pt, summary.csv, totals.json and the curves; an unfinished run
+    resumes from results with the same fingerprint and recomputes when an oracle param changes; a
+    finished run is redone whole (DVC reruns it only when something changed, code included)."""
+    where = Layout(tmp_path)
     params = stage_params()
-    prepare(params, Path("data/prepared"))
-    totals = oracle(params)
+    prepare(params, where.prepared)
+    totals = oracle_stage.run(params, where)
     ids = ["syn_train_000", "syn_train_001"]
-    out = Path("data/oracle")
+    out = where.oracle
     for i in ids:
         assert (out / f"{i}.json").is_file() and (out / f"{i}.pt").is_file()
     summary = read_csv(out / "summary.csv")
     assert [r["id"] for r in summary] == ids
     assert read_json(out / "totals.json") == totals and totals["images"] == 2
-    results = {i: load_result(i) for i in ids}
+    results = {i: load_result(i, out) for i in ids}
     for i, r in results.items():
         s = r["summary"]
         assert r["id"] == i and s["pixels"] == 32 * 40 and s["revealed"] == len(r["revealed"])
@@ -319,13 +281,13 @@ def test_stage_outputs_and_resume(tmp_path, monkeypatch):
         assert s["reached"] == (s["accuracy"] >= 0.9)
         assert s["revealed_pct"] == pytest.approx(100 * s["revealed"] / (32 * 40))
     assert totals["mean_revealed_px"] == pytest.approx(np.mean([results[i]["summary"]["revealed"] for i in ids]))
-    curves = read_csv(Path("eval/plots/oracle_curves.csv"))
+    curves = read_csv(where.plots / "oracle_curves.csv")
     assert len(curves) == sum(len(r["curve"]) for r in results.values())
     assert [c["image"] for c in curves] == [i for i in ids for _ in results[i]["curve"]]
     assert int(curves[-1]["revealed"]) == results[ids[-1]]["summary"]["revealed"]
 
     # the saved network reproduces the reported accuracy
-    prep = load_prepared()
+    prep = load_prepared(where.prepared)
     row = prep.split("train")[0]
     image, label = prep.image(row), prep.label(row)
     net = oracle_network(params.oracle, prep.n_classes, 0)
@@ -337,39 +299,48 @@ def test_stage_outputs_and_resume(tmp_path, monkeypatch):
     run = run_oracle(image, label, prep.n_classes, params.oracle, image_seed(params.oracle.seed, ids[0]))
     assert run.revealed == results[ids[0]]["revealed"]
 
-    # same fingerprint (a train param is not part of it): stored summary, nothing rewritten
+    # an unfinished run (no summary.csv) with the same fingerprint (a train param is not part of it):
+    # the stored results are reused, nothing is rewritten
+    (out / "summary.csv").unlink()
     before = {i: (stamp(out / f"{i}.json"), stamp(out / f"{i}.pt")) for i in ids}
     other_train = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})})
-    assert oracle_image(other_train, ids[0]) == results[ids[0]]["summary"]
-    assert oracle(params) == totals  # the stored summaries (timings included) are reused
+    assert oracle_image(other_train, ids[0], where) == results[ids[0]]["summary"]
+    assert oracle_stage.run(params, where) == totals  # the stored summaries (timings included) are reused
     assert {i: (stamp(out / f"{i}.json"), stamp(out / f"{i}.pt")) for i in ids} == before
+    # a finished run: redone whole, to the same results
+    again = oracle_stage.run(params, where)
+    assert {k: v for k, v in again.items() if k != "mean_seconds"} == {
+        k: v for k, v in totals.items() if k != "mean_seconds"}
+    assert all(stamp(out / f"{i}.json") != before[i][0] for i in ids)
+    before = {i: (stamp(out / f"{i}.json"), stamp(out / f"{i}.pt")) for i in ids}
 
     # a changed oracle param: a new fingerprint, recomputed and rewritten
     changed = stage_params(target_accuracy=0.8)
-    s = oracle_image(changed, ids[0])
+    s = oracle_image(changed, ids[0], where)
     assert stamp(out / f"{ids[0]}.json") != before[ids[0]][0]
-    new = load_result(ids[0])
+    new = load_result(ids[0], out)
     assert new["fingerprint"] != results[ids[0]]["fingerprint"] and new["summary"] == s
     assert s["accuracy"] >= 0.8 and s["revealed"] <= results[ids[0]]["summary"]["revealed"]
 
     # fewer images: the persisted output folder keeps only this run's images
     fewer = stage_params(target_accuracy=0.8, max_images=1)
-    assert oracle(fewer)["images"] == 1
+    (out / "summary.csv").unlink()
+    assert oracle_stage.run(fewer, where)["images"] == 1
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{ids[0]}.json", f"{ids[0]}.pt", "summary.csv", "totals.json"])
 
 
-def test_stale_or_partial_result_is_recomputed(tmp_path, monkeypatch):
+def test_stale_or_partial_result_is_recomputed(tmp_path):
     """A json without its .pt (an interrupted run) is not trusted: the image is computed again."""
-    monkeypatch.chdir(tmp_path)
+    where = Layout(tmp_path)
     params = stage_params(max_fraction=0.05, target_accuracy=1.0, steps_per_round=5)
-    prepare(params, Path("data/prepared"))
-    first = oracle_image(params, "syn_train_000")
-    Path("data/oracle/syn_train_000.pt").unlink()
-    before = stamp(Path("data/oracle/syn_train_000.json"))
-    again = oracle_image(params, "syn_train_000")
-    assert Path("data/oracle/syn_train_000.pt").is_file()
-    assert stamp(Path("data/oracle/syn_train_000.json")) != before
+    prepare(params, where.prepared)
+    first = oracle_image(params, "syn_train_000", where)
+    (where.oracle / "syn_train_000.pt").unlink()
+    before = stamp(where.oracle / "syn_train_000.json")
+    again = oracle_image(params, "syn_train_000", where)
+    assert (where.oracle / "syn_train_000.pt").is_file()
+    assert stamp(where.oracle / "syn_train_000.json") != before
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in first.items() if k != "seconds"}
     with pytest.raises(KeyError, match="syn_val_000"):
-        oracle_image(params, "syn_val_000")  # validation images are not Oracle images
+        oracle_image(params, "syn_val_000", where)  # validation images are not Oracle images

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import SHARED, make_params
 from howlow.data import load_prepared, prepare
 from howlow.io import VOID, read_csv, read_json, read_label
 from howlow.oracle import oracle
 from howlow.params import Params
-from howlow.pseudolabel import pseudolabel
+from howlow.stages import pseudolabel
 
 pytestmark = pytest.mark.realdata
 
@@ -30,7 +30,7 @@ def test_oracle_and_pseudolabels_on_real_images(name, tmp_path, monkeypatch):
     case = CASES[name]
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(2)
-    params = Params.model_validate({
+    params = make_params({
         "data": {"source": str(root), "layout": case["layout"], "void_id": case["void_id"],
                  "scale": case["scale"], "max_train": 2, "max_val": 1},
         "oracle": {"max_fraction": 0.02}})  # caps the rounds: a smoke test, not a budget study

@@ -25,7 +25,7 @@ N_TRAIN = 6
 # makes most images run many rounds, with many steps per round. One torch thread: on a busy machine
 # several threads per process slow the run down a lot, and this test is about resuming, not speed.
 # One image per batch: images that reach 100 % or run out of error pixels leave early, and slots training
-# on unequal pixel counts agree with another batch composition only to float rounding (howlow.engine).
+# on unequal pixel counts agree with another batch composition only to float rounding (howlow.oracle.engine).
 # A resumed run batches the images differently from an uninterrupted one, so only one-image batches
 # must give the same outputs bit for bit.
 EXTRA = {"data": {"synthetic": {"n_train": N_TRAIN, "n_val": 2}},

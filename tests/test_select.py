@@ -1,11 +1,11 @@
-"""The Oracle's pixel selection rules (howlow.select) on hand-made masks."""
+"""The Oracle's pixel selection rules (howlow.oracle.select) on hand-made masks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from howlow.select import region_centers, select_error_center, select_pixels, select_random_error
+from howlow.oracle.select import region_centers, select_error_center, select_pixels, select_random_error
 
 STRATEGIES = ("random", "random_error", "error_center")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from howlow.select import select_pixels, uncertainty
+from howlow.oracle.select import select_pixels, uncertainty
 
 
 def probs(h=6, w=8, k=3, seed=0) -> np.ndarray:

@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import make_params
 from howlow.data import prepare
 from howlow.io import DataError, read_json
 from howlow.params import Params
-from howlow.validate import ValidationFailed, validate
+from howlow.validation import ValidationFailed, validate
+
+PREPARED, REPORT = Path("data/prepared"), Path("reports/validation")  # in each test's tmp_path
 
 H, W = 10, 12
 CLASSES = [{"id": 0, "name": "sky"}, {"id": 1, "name": "road"}, {"id": 2, "name": "car"}]
@@ -54,14 +57,14 @@ def write_source(root: Path, labels: dict[str, np.ndarray] | None = None,
     return root
 
 
-def make_params(**validate) -> Params:
-    return Params.model_validate({"data": {"source": "src", "layout": "images_labels"}, "validate": validate})
+def folder_params(**validate) -> Params:
+    return make_params({"data": {"source": "src", "layout": "images_labels"}, "validate": validate})
 
 
 def prepared(labels=None, extra=(), **validate) -> Params:
     """Build src/ and data/prepared/ in the current folder (a tmp_path); return the params used."""
     write_source(Path("src"), labels, extra)
-    params = make_params(**validate)
+    params = folder_params(**validate)
     prepare(params, Path("data/prepared"))
     return params
 
@@ -79,7 +82,7 @@ def edit_manifest(column: str, value: str, row: int = 0) -> None:
 
 def failure(params: Params) -> tuple[str, dict]:
     with pytest.raises(ValidationFailed) as exc:
-        validate(params)
+        validate(params, PREPARED, REPORT)
     summary = read_json(Path("reports/validation/summary.json"))
     assert summary["success"] is False
     assert Path("reports/validation/docs/index.html").is_file()
@@ -92,7 +95,7 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def test_good_data_set_passes_and_writes_report(tmp_path):
-    summary = validate(prepared())
+    summary = validate(prepared(), PREPARED, REPORT)
     assert summary["success"] is True and summary["failed"] == []
     assert summary["images"] == 3 and summary["n_classes"] == 3
     assert all(e["success"] for e in summary["expectations"])
@@ -104,7 +107,7 @@ def test_good_data_set_passes_and_writes_report(tmp_path):
     assert index.is_file() and "manifest" in index.read_text()
     assert not (tmp_path / "gx").exists() and not (tmp_path / "reports/validation/.docs.tmp").exists()
     # a second run replaces the report (and the docs) rather than piling up pages
-    assert validate(make_params())["success"] is True
+    assert validate(folder_params(), PREPARED, REPORT)["success"] is True
     assert len(list((tmp_path / "reports/validation/docs/validations").rglob("*.html"))) == 2
 
 
@@ -143,7 +146,7 @@ def test_duplicate_ids():
     # the same stem as .png and .jpg would both become image id "a": prepare refuses, naming both
     write_source(Path("src"), extra=("train/a.jpg",))
     with pytest.raises(DataError, match=r"src/images/train/a.png: same name as src/images/train/a.jpg"):
-        prepare(make_params(), Path("data/prepared"))
+        prepare(folder_params(), Path("data/prepared"))
     assert not Path("data/prepared").exists()  # nothing half-written
     # a manifest that still repeats an id (hand-edited, or from another tool) fails validation
     Path("src/images/train/a.jpg").unlink()
@@ -163,7 +166,7 @@ def test_empty_val_split():
     write_source(Path("src"))
     for p in (Path("src/images/val/c.png"), Path("src/labels/val/c.png")):
         p.unlink()
-    params = make_params()
+    params = folder_params()
     prepare(params, Path("data/prepared"))
     message, summary = failure(params)
     assert summary["failed"] == ["splits_present"]
@@ -198,7 +201,7 @@ def test_wrong_dtype_or_channels(column, value, rule, file, detail):
 
 def test_missing_column_and_missing_prepared():
     with pytest.raises(DataError, match="run the prepare stage first"):
-        validate(make_params())
+        validate(folder_params(), PREPARED, REPORT)
     params = prepared()
     path = Path("data/prepared/manifest.csv")
     lines = [",".join(line.split(",")[:-1]) for line in path.read_text().splitlines()]  # drop source_label
@@ -208,4 +211,4 @@ def test_missing_column_and_missing_prepared():
     assert "missing columns ['source_label'] [expect_table_columns_to_match_set]" in message
     path.write_text("")
     with pytest.raises(DataError, match="manifest.csv: not a readable CSV"):
-        validate(params)
+        validate(params, PREPARED, REPORT)

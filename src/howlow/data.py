@@ -15,6 +15,7 @@ The whole folder is built under a temporary name and renamed at the end: never h
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,9 +211,10 @@ def _subset(items: list, n: int) -> list:
 
 
 def source_folder(params: Params, project: Path) -> Path:
-    """`data.source` as a folder: a relative path is read from the project folder."""
+    """`data.source` as a folder: a relative path is read from the project folder (and given relative
+    to the working folder, as the files in the manifest and in error messages are named)."""
     source = Path(params.data.source)
-    return source if source.is_absolute() else project / source
+    return source if source.is_absolute() else Path(os.path.relpath(project / source))
 
 
 def folder_samples(params: Params, project: Path) -> tuple[list[Sample], list[dict]]:

@@ -247,18 +247,32 @@ def apply_override(tree: dict, override: str) -> None:
         raise ParamsError(f"override {override!r}: value is not valid YAML ({exc})") from exc
 
 
-def _format_error(source: str, exc: ValidationError) -> str:
+def _where(key: tuple, sources: list[tuple[str, dict]]) -> str:
+    """The last source that set `key` (a file, or an override), for the error message."""
+    for name, tree in reversed(sources):
+        node = tree
+        for part in key:
+            if not isinstance(node, dict) or str(part) not in node:
+                break
+            node = node[str(part)]
+        else:
+            return name
+    return ""
+
+
+def _format_error(source: str, exc: ValidationError, sources: list[tuple[str, dict]]) -> str:
     lines = [f"{source}: invalid params"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = _where(tuple(err["loc"]), sources) if len(sources) > 1 else ""
+        at = f" [{where}]" if where else ""
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
         if err["type"] == "missing":
             lines.append(f"  {key}: missing (every key needs a value; params.yaml holds the defaults)")
-            continue
-        lines.append(f"  {key}: {msg} (got {err.get('input')!r})" if err["type"] != "extra_forbidden"
-                     else f"  {key}: {msg}")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key{at}")
+        else:
+            lines.append(f"  {key}: {msg} (got {err.get('input')!r}){at}")
     return "\n".join(lines)
 
 
@@ -287,15 +301,20 @@ def load_params(paths: str | Path | list[str | Path] | tuple[str | Path, ...] = 
     """Params from one file or several (later files overlay earlier ones), then `overrides`."""
     files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     tree: dict = {}
+    sources: list[tuple[str, dict]] = []
     for file in files:
-        tree = merge(tree, read_tree(file))
+        layer = read_tree(file)
+        sources.append((str(file), layer))
+        tree = merge(tree, layer)
     path = " + ".join(str(f) for f in files)  # how errors name the source
     for override in overrides:
         try:
             apply_override(tree, override)
+            apply_override(layer := {}, override)
+            sources.append((f"override {override}", layer))
         except ParamsError as exc:
             raise ParamsError(f"{path}: {exc}") from None
     try:
         return Params.model_validate(tree)
     except ValidationError as exc:
-        raise ParamsError(_format_error(str(path), exc)) from None
+        raise ParamsError(_format_error(path, exc, sources)) from None
