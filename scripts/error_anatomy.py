@@ -10,7 +10,8 @@ fixed pixel count, then take its prediction apart:
   the same refills applied to the network's own prediction;
 - the mean colour step across a true label edge, and one pixel to either side of it.
 
-    python scripts/error_anatomy.py -p studies/budget_camvid_val101_vote.yaml --frames 0,25,50,75 --pixels 173
+    python scripts/error_anatomy.py -p params.yaml -p studies/budget_camvid/params.yaml data.max_val=0 \
+        --frames 0,25,50,75 --pixels 173
 
 Prints a table and writes reports/oracle_budget/anatomy/error_anatomy.{json,png} (image, errors coloured by
 their distance to a label edge, clicks). Used for the session-7 section of reports/oracle_budget/NOTES.md.
@@ -18,27 +19,28 @@ their distance to a label edge, clicks). Used for the session-7 section of repor
 With --alignment it runs no Oracle and measures, over a whole split and per axis, whether the label
 edges are registered with the image's colour edges (the session-8 check in NOTES):
 
-    python scripts/error_anatomy.py -p studies/budget_camvid_val101_vote.yaml --alignment \
+    python scripts/error_anatomy.py -p params.yaml -p studies/budget_camvid/params.yaml data.max_val=0 --alignment \
         --out reports/oracle_budget/anatomy/edge_alignment
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from howlow.data import load_prepared, prepare
-from howlow.geodesic import edge_cost, nearest_click
-from howlow.io import REPORTS
-from howlow.oracle import image_seed, run_oracle, use_runtime
+from howlow.layout import project_root
+from howlow.oracle import image_seed, run_oracle
+from howlow.oracle.geodesic import edge_cost, nearest_click
 from howlow.params import load_params
-from howlow.study import WORK, _update, machine
+from howlow.stages.oracle import use_runtime
+from howlow.studies.common import machine
 
 VOID = 255
 
@@ -208,24 +210,21 @@ def shrink_png(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-p", "--params", required=True, help="a budget config (studies/budget_*.yaml)")
+    ap.add_argument("-p", "--params", action="append", required=True,
+                    help="params files, overlaid in order (params.yaml -p studies/budget_camvid/params.yaml)")
     ap.add_argument("--frames", default=None,
                     help="indices into the config's split, or 'all' (default 0,25,50,75; with --alignment all)")
     ap.add_argument("--alignment", action="store_true",
                     help="no Oracle: measure how label edges sit on the image's colour edges, per axis")
     ap.add_argument("--pixels", type=int, default=173, help="stop the Oracle at this many revealed pixels")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(REPORTS / "oracle_budget" / "anatomy" / "error_anatomy"),
+    ap.add_argument("--out", default="reports/oracle_budget/anatomy/error_anatomy",
                     help="path stem of the .json and .png (kept out of the budget JSONs' folder)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, as for howlow")
     a = ap.parse_args(argv)
     params = load_params(a.params, a.overrides)
-    params = _update(params, data={"source": str(Path(params.data.source).resolve())})
-    work = (WORK / f"budget-{params.report_name(params.budget.tag)}").resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    with contextlib.chdir(work):
-        prepare(params)
-    prepared = load_prepared(work / "data" / "prepared")
+    work = tempfile.TemporaryDirectory(prefix="error_anatomy.")
+    prepared = load_prepared(prepare(params, Path(work.name) / "prepared", project_root()))
     rows = prepared.split(params.budget.split)
     if a.alignment:
         a.frames = a.frames or "all"

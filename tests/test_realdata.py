@@ -10,9 +10,8 @@ import torch
 from conftest import SHARED, make_params
 from howlow.data import load_prepared, prepare
 from howlow.io import VOID, read_csv, read_json, read_label
-from howlow.oracle import oracle
-from howlow.params import Params
-from howlow.stages import pseudolabel
+from howlow.layout import Layout
+from howlow.stages import oracle, pseudolabel
 
 pytestmark = pytest.mark.realdata
 
@@ -23,29 +22,29 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_oracle_and_pseudolabels_on_real_images(name, tmp_path, monkeypatch):
+def test_oracle_and_pseudolabels_on_real_images(name, tmp_path):
     root = SHARED / name
     if not (root / "classes.json").is_file():
         pytest.skip(f"{root} not available")
     case = CASES[name]
-    monkeypatch.chdir(tmp_path)
+    where = Layout(tmp_path)
     torch.set_num_threads(2)
     params = make_params({
         "data": {"source": str(root), "layout": case["layout"], "void_id": case["void_id"],
                  "scale": case["scale"], "max_train": 2, "max_val": 1},
         "oracle": {"max_fraction": 0.02}})  # caps the rounds: a smoke test, not a budget study
-    prepare(params)
-    prepared = load_prepared()
+    prepare(params, where.prepared)
+    prepared = load_prepared(where.prepared)
     assert prepared.n_classes == case["n_classes"] and len(prepared.split("train")) == 2
     if case["size"]:
         assert {(int(r["height"]), int(r["width"])) for r in prepared.rows} == {case["size"]}
 
-    totals = oracle(params)
+    totals = oracle.run(params, where)
     assert totals["images"] == 2
-    for s in read_csv("data/oracle/summary.csv"):
+    for s in read_csv(where.oracle / "summary.csv"):
         label = prepared.label(next(r for r in prepared.split("train") if r["id"] == s["id"]))
         assert set(np.unique(label)) <= set(range(case["n_classes"])) | {VOID}  # void id mapped to 255
-        result = read_json(f"data/oracle/{s['id']}.json")
+        result = read_json(where.oracle / f"{s['id']}.json")
         revealed = np.array(result["revealed"])
         assert len(revealed) == int(s["revealed"]) > 0
         assert float(s["revealed_pct"]) == pytest.approx(100 * len(revealed) / label.size)
@@ -55,10 +54,10 @@ def test_oracle_and_pseudolabels_on_real_images(name, tmp_path, monkeypatch):
         if s["reached"] == "True":
             assert float(s["accuracy"]) >= params.oracle.target_accuracy
 
-    metrics = pseudolabel(params)
+    metrics = pseudolabel.run(params, where)
     for row in metrics["per_image"]:
-        pseudo = read_label(f"data/pseudo/{row['id']}.png")
-        stored = read_json(f"data/oracle/{row['id']}.json")["summary"]
+        pseudo = read_label(where.pseudo / f"{row['id']}.png")
+        stored = read_json(where.oracle / f"{row['id']}.json")["summary"]
         assert pseudo.max() < case["n_classes"]
         # the stored per-image network reproduces the Oracle's final accuracy
         assert row["accuracy"] == pytest.approx(stored["accuracy"], abs=1e-6)
