@@ -246,8 +246,8 @@ def _resize(sample: Sample, scale: float) -> Sample:
     def size(a):
         return max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale))
 
-    image = np.asarray(Image.fromarray(sample.image).resize(size(sample.image), Image.BILINEAR))
-    label = np.asarray(Image.fromarray(sample.label).resize(size(sample.label), Image.NEAREST))
+    image = np.asarray(Image.fromarray(sample.image).resize(size(sample.image), Image.Resampling.BILINEAR))
+    label = np.asarray(Image.fromarray(sample.label).resize(size(sample.label), Image.Resampling.NEAREST))
     return Sample(sample.id, sample.split, image, label, sample.source_image, sample.source_label)
 
 

@@ -17,7 +17,8 @@ class Layout:
 
     @classmethod
     def here(cls) -> Layout:
-        return cls(Path.cwd())
+        """The working folder, named relatively: messages then name files as the user typed them."""
+        return cls(Path())
 
     @property
     def prepared(self) -> Path:

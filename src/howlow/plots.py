@@ -96,7 +96,7 @@ def budget_rules_figure(name: str, curves: list[dict], target: float, path: Path
             if c["strategy"] == strategy:
                 per_image.setdefault(c["image"], []).append((c["revealed_pct"], c["accuracy"]))
         grid = np.linspace(0, max(x for pts in per_image.values() for x, _ in pts), 200)
-        acc = np.mean([np.interp(grid, *zip(*pts)) for pts in per_image.values()], 0)
+        acc = np.mean([np.interp(grid, [x for x, _ in pts], [a for _, a in pts]) for pts in per_image.values()], 0)
         ax.plot(grid, acc, label=strategy)
     ax.axhline(target, color="k", ls="--", lw=1, label=f"target {target:.0%}")
     ax.set_xlabel("revealed pixels (% of image)")

@@ -147,6 +147,7 @@ def _run_gx(tables: dict[str, pd.DataFrame], all_rules: list[Rule], docs_dir: Pa
         # COMPLETE: every offending row's pandas index, not the first 20
         run = definition.run(batch_parameters={"dataframe": df}, result_format="COMPLETE")
         for r in run.results:
+            assert r.expectation_config is not None and r.expectation_config.meta is not None
             results[r.expectation_config.meta["rule"]] = r.to_json_dict()
     context.build_data_docs()
     return results
@@ -165,6 +166,7 @@ def _failures(rule: Rule, result: dict, df: pd.DataFrame, prepared: Path) -> lis
     if errors := _errors(result):
         return [{"file": table_file, "detail": "could not be checked: " + "; ".join(errors)}]
     if rule.row is None:
+        assert rule.table_detail is not None, f"rule {rule.name} needs a row or a table detail"
         return [{"file": table_file, "detail": rule.table_detail(df)}]
     out = []
     for index in result["result"].get("unexpected_index_list") or []:

@@ -22,6 +22,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import numpy as np
 
 import torch
 from torch.nn import functional as F
@@ -58,7 +61,7 @@ class SlotAdam:
         step_size = (self.lr / (1 - b1**t)) * active.view(-1, 1, 1)
         bc2_sqrt = (1 - b2**t).sqrt()
         for p, m, v in zip(self.params, self.m, self.v):
-            g = p.grad
+            g = cast(torch.Tensor, p.grad)  # every parameter took part in the loss
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             p.sub_(step_size * m / (v.sqrt() / bc2_sqrt + self.eps))
@@ -66,6 +69,18 @@ class SlotAdam:
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
+
+
+class RoundState(Protocol):
+    """What the engine asks of an image's Oracle (howlow.oracle.loop.OracleState, or a replay)."""
+
+    def train_pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat indices, classes and loss weights (summing to 1) of the pixels to train on."""
+        ...
+
+    def observe(self, logits: torch.Tensor, loss: float) -> bool:
+        """Take the round's (H*W, K) logits; True when the image is done."""
+        ...
 
 
 @dataclass
@@ -77,7 +92,7 @@ class Job:
     key: str
     features: torch.Tensor
     seed: int
-    state: object  # OracleState: .train_pixels() -> (flat indices, classes, weights), .observe(logits, loss) -> done
+    state: RoundState
 
 
 def predict(model: StackedMLP, feats: list[torch.Tensor], slots: list[int]) -> Iterator[tuple[int, torch.Tensor]]:
@@ -157,9 +172,14 @@ def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: in
     def member_slots(g: int) -> range:
         return range(g * members, (g + 1) * members)
 
+    def current(g: int) -> Job:
+        job = slot_job[g]
+        assert job is not None, f"slot {g} is idle"
+        return job
+
     def restart(g: int) -> None:
         # every (re)start draws from the image's own generator: the same weights whatever the slot
-        gen = torch.Generator().manual_seed(slot_job[g].seed)
+        gen = torch.Generator().manual_seed(current(g).seed)
         for s in member_slots(g):
             model.reset_slot(s, gen)
             adam.reset_slot(s)
@@ -179,9 +199,10 @@ def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: in
             if not warm_start:
                 for g in active:
                     restart(g)
-            picks = [slot_job[g].state.train_pixels() for g in active]
+            picks = [current(g).state.train_pixels() for g in active]
             slots = [s for g in active for s in member_slots(g)]
-            feats = [slot_feats[s // members] for s in range(batch_size * members)]  # per model slot
+            # per model slot; idle slots hold None and are never read
+            feats = cast(list[torch.Tensor], [slot_feats[s // members] for s in range(batch_size * members)])
             x, y, weight = revealed_batch([pk for pk in picks for _ in range(members)], slots, feats,
                                           batch_size * members, device)
             on = torch.zeros(batch_size * members, dtype=torch.bool, device=device)
@@ -194,18 +215,19 @@ def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: in
             losses = dict(zip(active, torch.stack(per_slot).view(len(active), members).mean(1).tolist()))
             # each slot's Oracle scores its prediction and picks pixels (CPU work); with a pool this
             # overlaps the next chunk's prediction. Slots are independent: results do not depend on it.
-            outcome, parts = {}, {}
+            outcome: dict[int, Any] = {}
+            parts: dict[int, list[torch.Tensor]] = {}
             for s, logits in predict(model, feats, slots):
                 g = s // members
                 parts.setdefault(g, []).append(logits)
                 if len(parts[g]) < members:
                     continue
                 logits = ensemble_logits(torch.stack(parts.pop(g)))
-                observe = slot_job[g].state.observe
+                observe = current(g).state.observe
                 outcome[g] = pool.submit(observe, logits, losses[g]) if pool else observe(logits, losses[g])
             for g in active:
                 if outcome[g].result() if pool else outcome[g]:
                     if on_done is not None:
                         state = model.slot_state(g * members, members)
-                        on_done(slot_job[g], state, time.perf_counter() - slot_t0[g])
+                        on_done(current(g), state, time.perf_counter() - slot_t0[g])
                     fill(g)

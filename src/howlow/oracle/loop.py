@@ -118,6 +118,7 @@ def run_oracle_many(items: Iterable[tuple[str, np.ndarray, np.ndarray, int]], n_
             yield Job(key, pixel_features(image, p), seed, state)
 
     def finished(job: Job, state_dict: dict, seconds: float) -> None:
+        assert isinstance(job.state, OracleState)
         run = job.state.run
         run.model = oracle_network(p, n_classes, 0)
         run.model.load_state_dict(state_dict)

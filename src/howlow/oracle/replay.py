@@ -23,7 +23,8 @@ class ReplayState:
 
     def __init__(self, label: np.ndarray, n_classes: int, rounds: list[np.ndarray], scorer: Scorer):
         self.label, self.n_classes, self.rounds, self.scorer = label, n_classes, rounds, scorer
-        self.r, self.accuracy = 0, []
+        self.r = 0
+        self.accuracy: list[float] = []
 
     def train_pixels(self):
         flat = self.rounds[self.r]
@@ -55,7 +56,8 @@ def training_order(items: list[tuple[str, np.ndarray, np.ndarray, int]], reveale
                    p: OracleParams, batch: int, device: str) -> dict[str, float]:
     """Mean final accuracy per training order over the images (id, image, label, seed), given each
     image's revealed pixels."""
-    jobs, results = [], {}
+    jobs: list[Job] = []
+    results: dict[str, list[ReplayState]] = {}
     for key, image, label, seed in items:
         scheds = order_schedules(revealed[key], label.shape[1], np.random.default_rng(seed))
         feats = pixel_features(image, p)

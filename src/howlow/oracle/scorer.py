@@ -29,6 +29,7 @@ class Scorer:
     def vote(self, revealed: np.ndarray | list) -> np.ndarray:
         """(H, W) class of each pixel's geodesically nearest revealed pixel; computed once per distinct
         pixel set (the replay's "all at once" order shows the same set every round)."""
+        assert self.cost is not None, "the vote needs oracle.geodesic > 0"
         arr = np.asarray(revealed, np.int64).reshape(len(revealed), -1)[:, :3]
         key = arr.tobytes()
         if self._last is None or self._last[0] != key:
