@@ -1,4 +1,4 @@
-"""Oracle speed benchmark: one image at a time vs G per-image networks per step (howlow.engine).
+"""Oracle speed benchmark: one image at a time vs G per-image networks per step (howlow.oracle.engine).
 
     python benchmarks/oracle_speed.py                                   # embedded synthetic data
     python benchmarks/oracle_speed.py --source ../shared/datasets/camvid --layout segnet \\
@@ -28,11 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from howlow.data import load_prepared, prepare
 from howlow.oracle import image_seed, run_oracle_many
-from howlow.params import Params, apply_override
+from howlow.params import Params, load_params
 
 
 def one_pass(prepared_dir: str, params_tree: dict, batch: int, threads: int, device: str, out: str,
@@ -73,14 +72,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--set", nargs="*", default=[], metavar="key=value", help="params overrides, e.g. oracle.lr=0.02")
     args = ap.parse_args()
-    # the pipeline's Oracle settings (params.yaml), on the data given here
-    oracle_params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["oracle"]
-    tree = {"oracle": oracle_params, "data": {"source": str(Path(args.source).resolve()) if args.source != "synthetic" else "synthetic",
-                     "layout": args.layout, "void_id": args.void_id, "scale": args.scale,
-                     "max_train": args.images, "max_val": 1, "synthetic": {"n_train": args.images, "n_val": 1}}}
-    for override in args.set:  # the same key=value syntax (YAML values) as the howlow CLI
-        apply_override(tree, override)
-    params = Params.model_validate(tree)
+    # the pipeline's settings (params.yaml) on the data given here, then --set (the howlow CLI's syntax)
+    source = str(Path(args.source).resolve()) if args.source != "synthetic" else "synthetic"
+    data = [f"data.source={source}", f"data.layout={args.layout}", f"data.void_id={args.void_id}",
+            f"data.scale={args.scale}", f"data.max_train={args.images}", "data.max_val=1",
+            f"data.synthetic.n_train={args.images}", "data.synthetic.n_val=1"]
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml", data + args.set)
+    tree = params.to_dict()
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         prepared_dir = args.prepared or str(prepare(params, Path(tmp) / "prepared"))

@@ -52,7 +52,7 @@ def edge_band(label: np.ndarray, r: int) -> np.ndarray:
 
 def refill(label_map: np.ndarray, band: np.ndarray, image: np.ndarray) -> dict[str, np.ndarray]:
     """The band's pixels refilled from the pixels outside it: nearest in plain distance, or a watershed
-    of the vote's edge cost (howlow.geodesic.edge_cost: flooding from the outside, so new edges fall
+    of the vote's edge cost (howlow.oracle.geodesic.edge_cost: flooding from the outside, so new edges fall
     on colour-gradient ridges)."""
     from skimage.segmentation import watershed
 

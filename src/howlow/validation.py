@@ -21,7 +21,7 @@ from .io import VOID, DataError, read_json, write_json
 from .params import Params
 
 # GX must never phone home (no network here); it reads this when imported, which happens lazily in
-# _run_gx (importing GX takes seconds, so `import howlow.validate` stays cheap for the CLI).
+# _run_gx (importing GX takes seconds, so `import howlow.validation` stays cheap for the CLI).
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 
 MAX_LINES_PER_RULE = 10  # the exception stays readable; summary.json lists every offending file
