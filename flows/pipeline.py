@@ -72,7 +72,7 @@ def dvc_commit() -> str:
     """Record the flow's outputs in dvc.lock (skipped outside a DVC repository)."""
     if not Path(".dvc").is_dir():
         return "not a DVC repository: outputs not recorded"
-    done = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
+    done = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", "dvc.yaml"],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"dvc commit failed: {done.stderr.strip()}")

@@ -21,13 +21,13 @@ N_TRAIN = 4
 def prepared_params(folder: Path, *overrides: str):
     """params.yaml (TINY, N_TRAIN images) in `folder`, its data set prepared; the loaded params and ids."""
     from howlow.data import load_prepared, prepare
-    from howlow.oracle import oracle_image_ids
+    from howlow.stages.oracle import image_ids
     from howlow.params import load_params
 
     write_params(folder, {"data": {"synthetic": {"n_train": N_TRAIN, "n_val": 1}}})
     params = load_params(folder / "params.yaml", list(overrides))
     prepare(params, folder / "data" / "prepared")
-    return params, oracle_image_ids(params, load_prepared(folder / "data" / "prepared"))
+    return params, image_ids(params, load_prepared(folder / "data" / "prepared"))
 
 
 def results(folder: Path, ids: list[str]) -> dict[str, dict]:
