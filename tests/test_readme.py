@@ -1,0 +1,72 @@
+"""The README's current answers are the numbers of the report JSON each row names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ROOT
+from howlow.studies.common import paired_difference
+
+README = (ROOT / "README.md").read_text()
+
+
+def load(path: str) -> dict:
+    return json.loads((ROOT / path).read_text())
+
+
+def budget(path: str) -> dict:
+    """The first rule's row of a budget report: mean and std over seeds."""
+    return load(path)["table"][0]
+
+
+def seeds_of(rows: list[dict], source: str, target: float | None) -> list[float]:
+    picked = sorted((r for r in rows if r["source"] == source and r["target"] == target), key=lambda r: r["seed"])
+    return [r["miou"] for r in picked]
+
+
+def interval(d: dict) -> str:
+    return f"{d['mean']:+.3f} val mIoU, 95 % interval [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
+
+
+def claims() -> list[tuple[str, str]]:
+    """(source JSON, the text the README must hold), each text formatted from its JSON."""
+    out = []
+    path = "reports/oracle_budget/camvid-val30-vote.json"
+    t = budget(path)
+    assert t["reached_fraction"]["mean"] == 1.0
+    out.append((path, f"**{t['revealed_pct']['mean']:.3f} ± {t['revealed_pct']['std']:.3f} %** "
+                      f"({t['revealed_px']['mean']:.0f} px), every frame reaches 98 %"))
+    assert set(load(path)["setup"]["seeds"]) == {0, 1, 2} and load(path)["setup"]["images"] == 30
+    path = "reports/oracle_budget/camvid-val101-vote.json"
+    t = budget(path)
+    assert t["reached_fraction"]["mean"] == 1.0 and load(path)["setup"]["images"] == 101
+    out.append((path, f"{t['revealed_pct']['mean']:.3f} % ({t['revealed_px']['mean']:.0f} px), every frame"))
+    path = "reports/oracle_budget/dubai_aerial-vote-val9.json"
+    t = budget(path)
+    out.append((path, f"{t['revealed_pct']['mean']:.3f} ± {t['revealed_pct']['std']:.3f} % "
+                      f"({t['revealed_px']['mean']:,.0f} px), capped at 1 %; "
+                      f"{100 * t['reached_fraction']['mean']:.0f} % of tiles reach 98 %"))
+    path = "eval/metrics.json"
+    m = load(path)
+    d = m["dataset"]
+    out.append((path, f"{m['oracle']['mean_revealed_pct']:.3f} % ({m['oracle']['mean_revealed_px']:.1f} px) per "
+                      f"image; val mIoU pseudo {d['pseudo']['miou']:.3f}, full {d['full']['miou']:.3f}, "
+                      f"sparse {d['sparse']['miou']:.3f}, random {d['random']['miou']:.3f}"))
+    path = "reports/dataset_level/camvid-vote.json"
+    rows = load(path)["rows"]
+    pseudo = seeds_of(rows, "pseudo", 0.95)
+    budget_pct = next(a["annotated_pct"] for a in load(path)["aggregate"] if a["source"] == "pseudo"
+                      and a["target"] == 0.95)
+    out.append((path, f"pseudo-labels at {budget_pct:.3f} % vs random pixels"))
+    out.append((path, interval(paired_difference(pseudo, seeds_of(rows, "random", 0.95)))))
+    out.append((path, interval(paired_difference(pseudo, seeds_of(rows, "full", None)))
+                + f" (full: {sum(seeds_of(rows, 'full', None)) / 3:.3f})"))
+    return out
+
+
+@pytest.mark.parametrize("source, text", claims())
+def test_readme_number_matches_its_report(source, text):
+    assert source in README
+    assert text in README, f"README should say {text!r} (from {source})"
