@@ -30,7 +30,9 @@ COMMANDS = {
     "evaluate": ("howlow.stages.evaluate:run", "val-split metrics, plot data and figures in eval/"),
     "track": ("howlow.stages.track:run", "log the pipeline run to MLflow (parent run + one nested run per image)"),
     "compare": ("howlow.tracking:compare_command", "print the budget table of all MLflow runs and plot it"),
-    "budget": ("howlow.studies.budget:budget", "per-image Oracle budget over rules and seeds"),
+    "budget-run": ("howlow.studies.budget.run:run", "budget study: one rule and seed (stage run@<rule>-<seed>)"),
+    "budget-order": ("howlow.studies.budget.order:run", "budget study: the training-order experiment"),
+    "budget-report": ("howlow.studies.budget.report:run", "budget study: mean ± std over seeds, paired differences"),
     "study": ("howlow.studies.dataset:study", "data-set level comparison over budgets and seeds"),
     "serve": ("flows.pipeline:serve", "serve the Prefect pipeline flow on the cron schedule of params.yaml"),
 }
