@@ -1,34 +1,64 @@
-"""The training targets of each label source (howlow.train.label_map) and what each costs."""
+"""The data-set network's training (howlow.segmentation): each label source's targets and cost,
+the joint augmentation, progress output, the per-epoch history, evaluation, and resuming."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import torch
+import yaml
 from torchvision import tv_tensors
 
+from conftest import make_params, merge, project_env
 from howlow.data import load_prepared, prepare
-from howlow.io import VOID, write_json, write_png
-from howlow.params import Params
-from howlow.train import annotated_pixels, augmentation, label_map
+from howlow.io import VOID, write_csv, write_json, write_png
+from howlow.layout import Layout
+from howlow.segmentation.engine import save_checkpoint
+from howlow.segmentation.models import build_model
+from howlow.segmentation.train import annotated_pixels, augmentation, evaluate, label_map, train_source
+
+# tiny synthetic data and network: a training takes well under a second
+TINY = {
+    "data": {"synthetic": {"n_train": 3, "n_val": 1, "height": 32, "width": 40}},
+    "train": {"epochs": 3, "width": 4, "depth": 1, "crop": [16, 16], "batch_size": 2, "eval_every": 0},
+    "runtime": {"threads": 1},
+}
+
+
+def tiny_project(tmp_path, extra: dict | None = None):
+    """Params, a Layout rooted at tmp_path with prepared data, the training ids and an Oracle summary
+    (enough for the `full` source)."""
+    params = make_params(merge(TINY, extra or {}))
+    layout = Layout(tmp_path)
+    prepared = load_prepared(prepare(params, layout.prepared))
+    ids = [r["id"] for r in prepared.split("train")]
+    write_csv(layout.oracle / "summary.csv", [{"id": i, "revealed": 5, "pixels": 32 * 40} for i in ids])
+    return params, layout, prepared, ids
 
 
 def test_label_sources_and_their_cost(tmp_path):
-    params = Params.model_validate({"data": {"synthetic": {"n_train": 1, "n_val": 1, "height": 40, "width": 48}},
-                                    "train": {"confidence": 0.6}})
-    prepared = load_prepared(prepare(params, tmp_path / "prepared"))
+    params = make_params(
+        {"data": {"synthetic": {"n_train": 1, "n_val": 1, "height": 40, "width": 48}}, "train": {"confidence": 0.6}}
+    )
+    layout = Layout(tmp_path)
+    prepared = load_prepared(prepare(params, layout.prepared))
     row = prepared.split("train")[0]
     truth = prepared.label(row)
     revealed = [[1, 2, int(truth[1, 2]), 0], [30, 40, int(truth[30, 40]), 1]]
-    write_json(tmp_path / "oracle" / f"{row['id']}.json",
-               {"revealed": revealed, "summary": {"height": 40, "width": 48}})
+    write_json(layout.oracle / f"{row['id']}.json", {"revealed": revealed, "summary": {"height": 40, "width": 48}})
     pseudo = (truth.astype(int) + 1).clip(0, 5).astype(np.uint8)
     conf = np.zeros_like(truth)
     conf[:, :24] = 200  # 200/255 = 0.78 >= 0.6: kept; 0 elsewhere: dropped
-    write_png(tmp_path / "pseudo" / f"{row['id']}.png", pseudo)
-    write_png(tmp_path / "pseudo" / f"{row['id']}_conf.png", conf)
+    write_png(layout.pseudo / f"{row['id']}.png", pseudo)
+    write_png(layout.pseudo / f"{row['id']}_conf.png", conf)
 
     def target(source):
-        return label_map(source, params, prepared, row, tmp_path / "oracle", tmp_path / "pseudo")
+        return label_map(source, params, prepared, row, layout)
 
     assert np.array_equal(target("full"), truth)
     assert np.array_equal(target("pseudo"), pseudo)
@@ -49,19 +79,19 @@ def test_label_sources_and_their_cost(tmp_path):
 def test_labels_of_an_oracle_at_twice_the_resolution_are_resampled(tmp_path):
     """study.oracle_scale: the Oracle annotated a 2x larger image; pseudo-labels are resampled
     nearest to the training image and a revealed pixel labels the training pixel it falls in."""
-    params = Params.model_validate({"data": {"synthetic": {"n_train": 1, "n_val": 1, "height": 40, "width": 48}}})
-    prepared = load_prepared(prepare(params, tmp_path / "prepared"))
+    params = make_params({"data": {"synthetic": {"n_train": 1, "n_val": 1, "height": 40, "width": 48}}})
+    layout = Layout(tmp_path)
+    prepared = load_prepared(prepare(params, layout.prepared))
     row = prepared.split("train")[0]
     truth = prepared.label(row)
     big = np.kron(truth, np.ones((2, 2), np.uint8))  # what the Oracle saw, 80x96
     revealed = [[5, 7, 3, 0], [79, 95, 1, 1]]  # native (y, x) -> training (2, 3) and (39, 47)
-    write_json(tmp_path / "oracle" / f"{row['id']}.json",
-               {"revealed": revealed, "summary": {"height": 80, "width": 96}})
-    write_png(tmp_path / "pseudo" / f"{row['id']}.png", big)
-    write_png(tmp_path / "pseudo" / f"{row['id']}_conf.png", np.full_like(big, 255))
+    write_json(layout.oracle / f"{row['id']}.json", {"revealed": revealed, "summary": {"height": 80, "width": 96}})
+    write_png(layout.pseudo / f"{row['id']}.png", big)
+    write_png(layout.pseudo / f"{row['id']}_conf.png", np.full_like(big, 255))
 
     def target(source):
-        return label_map(source, params, prepared, row, tmp_path / "oracle", tmp_path / "pseudo")
+        return label_map(source, params, prepared, row, layout)
 
     assert np.array_equal(target("pseudo"), truth) and np.array_equal(target("confident"), truth)
     sparse = target("sparse")
@@ -85,25 +115,129 @@ class _Terminal:
         pass
 
 
-def test_training_shows_a_progress_bar_on_a_terminal_and_lines_in_logs(tmp_path, monkeypatch, capsys):
-    from howlow.io import write_csv
-    from howlow.train import train_source
-
-    params = Params.model_validate({"data": {"synthetic": {"n_train": 2, "n_val": 1, "height": 32, "width": 40}},
-                                    "train": {"epochs": 3, "width": 4, "depth": 1, "crop": [16, 16],
-                                              "batch_size": 2}})
-    prepared = load_prepared(prepare(params, tmp_path / "prepared"))
-    ids = [r["id"] for r in prepared.split("train")]
-    write_csv(tmp_path / "oracle" / "summary.csv", [{"id": i, "revealed": 5} for i in ids])
+def test_training_shows_a_progress_bar_on_a_terminal_and_lines_in_logs(tmp_path, monkeypatch, capsys, one_thread):
+    params, layout, prepared, ids = tiny_project(tmp_path)
     term = _Terminal()
     monkeypatch.setattr("sys.stderr", term)
-    info = train_source(params, "full", prepared, ids, tmp_path / "models", tmp_path / "oracle")
+    info = train_source(params, "full", prepared, ids, layout)
     assert "train full" in term.text and "3/3" in term.text and "loss=" in term.text
     assert len(info["loss"]) == 3
     monkeypatch.undo()
-    train_source(params, "full", prepared, ids, tmp_path / "models", tmp_path / "oracle")
+    train_source(params, "full", prepared, ids, layout)
     err = capsys.readouterr().err
     assert "[train full] epoch 3/3" in err and "\r" not in err
+
+
+def test_the_json_has_the_learning_curve(tmp_path, one_thread):
+    """models/<source>.json keeps the keys the evaluate stage, the study and tracking read, and adds
+    one history row per epoch, with the val mIoU every `eval_every` epochs and after the last."""
+    params, layout, prepared, ids = tiny_project(tmp_path, {"train": {"epochs": 5, "eval_every": 2}})
+    info = train_source(params, "full", prepared, ids, layout)
+    stored = yaml.safe_load((layout.models / "full.json").read_text())
+    assert stored == info
+    for key in (
+        "source",
+        "images",
+        "annotated_pixels",
+        "annotated_pct",
+        "total_pixels",
+        "epochs",
+        "seconds",
+        "final_loss",
+        "loss",
+    ):
+        assert key in info
+    history = info["history"]
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in history] == info["loss"] and info["final_loss"] == info["loss"][-1]
+    scored = [r["epoch"] for r in history if r["val_miou"] is not None]
+    assert scored == [2, 4, 5]
+    assert all(0 <= r["val_miou"] <= 1 and 0 <= r["val_pixel_accuracy"] <= 1 for r in history if r["val_miou"])
+    assert not (layout.models / "full.ckpt").exists()  # removed once the model is written
+
+
+class _Channels(torch.nn.Module):
+    """Its input as logits: the prediction is the argmax over the input's channels."""
+
+    def forward(self, x):
+        return x
+
+
+def test_evaluate_counts_a_confusion_matrix_and_ignores_void():
+    # one 2x3 image, 3 classes; predictions (argmax of channels) and truth by hand
+    pred = torch.tensor([[0, 1, 2], [2, 2, 1]])
+    truth = torch.tensor([[0, 1, 1], [2, VOID, 0]])
+    image = torch.nn.functional.one_hot(pred, 3).permute(2, 0, 1).float()
+    loader = torch.utils.data.DataLoader([(image, truth), (image, torch.full_like(truth, VOID))], batch_size=1)
+    cm = evaluate(_Channels(), loader, torch.device("cpu"), 3)
+    # rows truth, columns prediction: (0,0) (1,1) (1,2) (2,2) (0,1); the void pixels count nowhere
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def _state_after(out_dir):
+    return torch.load(out_dir / "full.pt", weights_only=True)["state_dict"]
+
+
+def test_a_killed_training_resumes_to_the_same_weights(tmp_path, one_thread):
+    """`howlow train` killed (SIGKILL) after a checkpoint, then rerun: it resumes from the checkpoint
+    and ends with the weights and curve of a training that never stopped, bit for bit."""
+    params, layout, prepared, ids = tiny_project(
+        tmp_path, {"train": {"epochs": 80, "label_sources": ["full"], "eval_every": 20}}
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
+    ref = train_source(params, "full", prepared, ids, layout, tmp_path / "reference")
+
+    env = project_env(tmp_path)
+    cmd = [sys.executable, "-m", "howlow.cli", "train"]
+    ckpt = layout.models / "full.ckpt"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the training ended before it could be killed"
+    killed_at = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= killed_at < 80 and not (layout.models / "full.pt").exists()
+
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[train full] resuming after epoch" in done.stderr
+    resumed, expected = _state_after(layout.models), _state_after(tmp_path / "reference")
+    assert resumed.keys() == expected.keys()
+    assert all(torch.equal(resumed[k], expected[k]) for k in expected)
+    info = yaml.safe_load((layout.models / "full.json").read_text())
+    assert info["history"] == ref["history"] and info["loss"] == ref["loss"]
+    assert not ckpt.exists()
+
+
+def test_a_checkpoint_of_other_inputs_or_unreadable_is_not_resumed(tmp_path, capsys, one_thread):
+    """A checkpoint whose fingerprint differs (other params, images or code) or that cannot be read
+    is set aside with a message: the training starts over and ends as if there had been none."""
+    params, layout, prepared, ids = tiny_project(tmp_path)
+    train_source(params, "full", prepared, ids, layout, tmp_path / "clean")
+    clean = _state_after(tmp_path / "clean")
+    model = build_model("unet", 3, prepared.n_classes, 4, 1, torch.Generator().manual_seed(5))
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=10)
+    save_checkpoint(
+        layout.models / "full.ckpt",
+        fingerprint="other",
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        generator=torch.Generator(),
+        epoch=2,
+        history=[{}, {}],
+        seconds=1.0,
+    )
+    info = train_source(params, "full", prepared, ids, layout)
+    assert "checkpoint of other params, images or code" in capsys.readouterr().err
+    assert len(info["history"]) == 3 and all(torch.equal(v, clean[k]) for k, v in _state_after(layout.models).items())
+    (layout.models / "full.ckpt").write_bytes(b"not a checkpoint")
+    train_source(params, "full", prepared, ids, layout)
+    assert "unreadable checkpoint" in capsys.readouterr().err
+    assert all(torch.equal(v, clean[k]) for k, v in _state_after(layout.models).items())
 
 
 def test_augmentation_moves_image_and_mask_together():
@@ -113,10 +247,10 @@ def test_augmentation_moves_image_and_mask_together():
     h, w = 40, 48
     image = torch.zeros(3, h, w, dtype=torch.uint8)
     image[0, :, : w // 2] = 220  # left: red, class 0
-    image[2, :, w // 2:] = 220  # right: blue, class 1
+    image[2, :, w // 2 :] = 220  # right: blue, class 1
     mask = torch.zeros(h, w, dtype=torch.int64)
-    mask[:, w // 2:] = 1
-    transform = augmentation(Params(), (32, 32))
+    mask[:, w // 2 :] = 1
+    transform = augmentation(make_params(), (32, 32))
     torch.manual_seed(0)
     flips = 0
     for _ in range(12):

@@ -125,6 +125,9 @@ class TrainParams(_Group):
     # label source `confident`: pseudo-labels whose per-image network confidence (max softmax) is at
     # least this; the other pixels are left unlabelled
     confidence: float = Field(ge=0, le=1)
+    # score the val split every this many epochs for the learning curve in models/<source>.json;
+    # 0 = only after the last epoch
+    eval_every: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _sources_unique(self):

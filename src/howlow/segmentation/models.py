@@ -13,8 +13,12 @@ from torch.nn import functional as F
 def _block(cin: int, cout: int) -> nn.Sequential:
     # GroupNorm, not BatchNorm: one image per batch and identical train/eval behaviour
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(math.gcd(8, cout), cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(math.gcd(8, cout), cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.GroupNorm(math.gcd(8, cout), cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.GroupNorm(math.gcd(8, cout), cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -25,8 +29,9 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int, n_classes: int, width: int = 16, depth: int = 3):
         super().__init__()
         chans = [width * 2**i for i in range(depth + 1)]
-        self.down = nn.ModuleList([_block(in_channels, chans[0])] +
-                                  [_block(chans[i], chans[i + 1]) for i in range(depth)])
+        self.down = nn.ModuleList(
+            [_block(in_channels, chans[0])] + [_block(chans[i], chans[i + 1]) for i in range(depth)]
+        )
         self.up = nn.ModuleList([_block(chans[i + 1] + chans[i], chans[i]) for i in reversed(range(depth))])
         self.head = nn.Conv2d(chans[0], n_classes, 1)
 
@@ -71,8 +76,9 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
     return model
 
 
-def build_model(name: str, in_channels: int, n_classes: int, width: int, depth: int,
-                generator: torch.Generator) -> nn.Module:
+def build_model(
+    name: str, in_channels: int, n_classes: int, width: int, depth: int, generator: torch.Generator
+) -> nn.Module:
     """`width`/`depth`: the U-Net's base channels and poolings (LR-ASPP has a fixed shape)."""
     if name == "unet":
         return init_weights(UNet(in_channels, n_classes, width, depth), generator)

@@ -1,176 +1,212 @@
-"""The data-set network's training: one network from scratch per label source, on the Oracle's images.
+"""The data-set network's training: one network from scratch per label source, on the Oracle's images
+(the label sources are described in howlow.segmentation.datasets).
 
-Label sources (all on the same training images, the ones the Oracle annotated, so the comparison is fair):
-  full    the ground-truth label maps
-  pseudo  the per-image networks' labels for every pixel (annotation cost: the revealed pixels)
-  confident  pseudo-labels where the per-image network is at least `train.confidence` sure, else
-          unlabelled (same cost as pseudo)
-  sparse  only the revealed pixels; the loss ignores every other pixel
-  random  as many pixels per image as were revealed, chosen uniformly at random among valid pixels
+`train_source` is the recipe: a seeded DataLoader over the training images with one source's targets,
+Adam with a one-cycle schedule stepped per batch, `train_one_epoch` per epoch, the val split scored
+every `train.eval_every` epochs and after the last, a checkpoint after every epoch.
 
-Outputs: `models/<source>.pt` (weights + what is needed to rebuild the network) and
-`models/<source>.json` (annotated pixels, loss per epoch, seconds).
+Outputs in `out_dir` (default `models/`): `<source>.pt` (weights + what is needed to rebuild the
+network), `<source>.json` (annotated pixels, loss per epoch, seconds, and `history`: one row per epoch
+with its loss, lr and, where scored, val mIoU: the learning curve).
+
+Checkpoint: `<source>.ckpt` beside them, rewritten after every epoch and removed once `<source>.pt`
+and `<source>.json` are written. A training started with a checkpoint of the same fingerprint (train
+params, source, training images and targets, this package's code) resumes from it and ends with
+the same weights as an uninterrupted run; any other checkpoint is ignored and overwritten.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
-from torchvision import tv_tensors
-from torchvision.transforms import v2
+from torch import nn
 from tqdm import tqdm
 
 from ..data import Prepared
-from ..io import VOID, read_csv, read_json, read_label, save_torch, write_json
+from ..io import VOID, save_torch, write_json
 from ..layout import Layout
-from ..metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
+from ..metrics import iou_per_class, mean_iou, pixel_accuracy
 from ..params import Params
+from .datasets import (
+    SegmentationDataset,
+    SourceData,
+    annotated_pixels,
+    augmentation,
+    crop_size,
+    label_map,
+    normalise,
+    resample_nearest,
+    source_data,
+    val_dataset,
+)
+from .engine import evaluate, resume, save_checkpoint, train_one_epoch
 from .models import build_model
 
-
-def resample_nearest(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label map (each output pixel takes the label at its centre)."""
-    if label.shape == tuple(shape):
-        return label
-    rows = ((np.arange(shape[0]) + 0.5) * label.shape[0] / shape[0]).astype(np.int64)
-    cols = ((np.arange(shape[1]) + 0.5) * label.shape[1] / shape[1]).astype(np.int64)
-    return label[rows][:, cols]
-
-
-def label_map(source: str, params: Params, prepared: Prepared, row: dict, layout: Layout) -> np.ndarray:
-    """The training target of one image for a label source (void 255 = no label). The Oracle may
-    have annotated the image at another resolution (`study.oracle_scale`): its labels are resampled
-    to the training image (nearest; a revealed pixel labels the training pixel it falls in)."""
-    truth = prepared.label(row)
-    oracle_dir, pseudo_dir = layout.oracle, layout.pseudo
-    if source == "full":
-        return truth
-    if source == "pseudo":
-        return resample_nearest(read_label(Path(pseudo_dir) / f"{row['id']}.png"), truth.shape)
-    if source == "confident":
-        target = resample_nearest(read_label(Path(pseudo_dir) / f"{row['id']}.png"), truth.shape).copy()
-        conf = resample_nearest(read_label(Path(pseudo_dir) / f"{row['id']}_conf.png"), truth.shape)  # x 255
-        target[conf < round(params.train.confidence * 255)] = VOID
-        return target
-    result = read_json(Path(oracle_dir) / f"{row['id']}.json")
-    revealed = np.array(result["revealed"], np.int64).reshape(-1, 4)
-    target = np.full_like(truth, VOID)
-    if source == "sparse":
-        h, w = result["summary"]["height"], result["summary"]["width"]
-        ys = (revealed[:, 0] * truth.shape[0]) // h
-        xs = (revealed[:, 1] * truth.shape[1]) // w
-        target[ys, xs] = revealed[:, 2]
-        return target
-    if source == "random":
-        rng = np.random.default_rng([params.train.seed, zlib.crc32(row["id"].encode())])
-        ys, xs = np.nonzero(truth != VOID)
-        pick = rng.choice(len(ys), size=min(len(revealed), len(ys)), replace=False)
-        target[ys[pick], xs[pick]] = truth[ys[pick], xs[pick]]
-        return target
-    raise ValueError(f"unknown label source {source!r}")
+__all__ = [
+    "annotated_pixels",
+    "augmentation",
+    "checkpoint_path",
+    "crop_size",
+    "evaluate",
+    "evaluate_source",
+    "fingerprint",
+    "label_map",
+    "load_model",
+    "normalise",
+    "predict",
+    "resample_nearest",
+    "train_one_epoch",
+    "train_source",
+]
 
 
-def annotated_pixels(source: str, target: np.ndarray, truth: np.ndarray, n_revealed: int) -> int:
-    """What the labels of a source cost a human: every valid pixel for `full`, the Oracle's
-    revealed pixels for `pseudo`, `confident` and `sparse` (their labels come from those), the
-    labelled pixels for `random`."""
-    if source == "full":
-        return int((truth != VOID).sum())
-    if source in ("pseudo", "confident", "sparse"):
-        return n_revealed
-    return int((target != VOID).sum())
+def checkpoint_path(out_dir: Path, source: str) -> Path:
+    return Path(out_dir) / f"{source}.ckpt"
 
 
-def crop_size(params: Params, prepared: Prepared, ids: list[str]) -> tuple[int, int]:
-    """`train.crop`, or the smallest training image rounded down to a multiple of 8 (U-Net pooling)."""
-    if params.train.crop:
-        return params.train.crop[0], params.train.crop[1]
-    rows = [r for r in prepared.split("train") if r["id"] in ids]
-    h = min(int(r["height"]) for r in rows)
-    w = min(int(r["width"]) for r in rows)
-    return max(8, h // 8 * 8), max(8, w // 8 * 8)
+def _code_digest() -> str:
+    """This package's source: a checkpoint from other training code must not be continued."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
 
 
-def augmentation(params: Params, size: tuple[int, int]) -> v2.Transform:
-    # image and mask get the same geometry; the mask is resampled nearest and padded with void
-    if params.train.augment:
-        return v2.Compose([v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True),
-                           v2.RandomHorizontalFlip()])
-    return v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: VOID})
+def fingerprint(params: Params, source: str, data: SourceData, n_classes: int) -> str:
+    """What a training's result depends on: train params, source, images, targets, code."""
+    h = hashlib.sha256(
+        json.dumps(
+            {
+                "train": params.train.model_dump(mode="json"),
+                "source": source,
+                "n_classes": n_classes,
+                "ids": data.ids,
+                "code": _code_digest(),
+            },
+            sort_keys=True,
+        ).encode()
+    )
+    for image, target in zip(data.images, data.targets):
+        h.update(np.ascontiguousarray(image).tobytes())
+        h.update(np.ascontiguousarray(target).tobytes())
+    return h.hexdigest()[:16]
 
 
-def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (images.float() / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+def _scores(cm: np.ndarray) -> dict:
+    return {"val_miou": mean_iou(cm), "val_pixel_accuracy": pixel_accuracy(cm)}
 
 
-def train_source(params: Params, source: str, prepared: Prepared, ids: list[str], layout: Layout,
-                 out_dir: Path | None = None) -> dict:
-    """Train the data-set network on one label source; `out_dir` (default `layout.models`) gets
-    `<source>.pt` and `<source>.json`."""
+def train_source(
+    params: Params, source: str, prepared: Prepared, ids: list[str], layout: Layout, out_dir: Path | None = None
+) -> dict:
+    """Train the data-set network on one label source (resuming from its checkpoint when there is
+    a matching one); `out_dir` (default `layout.models`) gets `<source>.pt` and `<source>.json`."""
     out_dir = Path(out_dir or layout.models)
     t = params.train
-    rows = [r for r in prepared.split("train") if r["id"] in ids]
-    summary = {r["id"]: r for r in read_csv(layout.oracle / "summary.csv")}
-    images, targets, annotated, total = [], [], 0, 0
-    for row in rows:
-        target = label_map(source, params, prepared, row, layout)
-        truth = prepared.label(row)
-        annotated += annotated_pixels(source, target, truth, int(summary[row["id"]]["revealed"]))
-        # a share of the image at the resolution it was annotated at (the Oracle's, for the sparse sources)
-        total += truth.size if source == "full" else int(summary[row["id"]]["pixels"])
-        images.append(tv_tensors.Image(torch.from_numpy(prepared.image(row)).permute(2, 0, 1)))
-        targets.append(tv_tensors.Mask(torch.from_numpy(target.astype(np.int64))))
-    stacked = torch.cat([im.reshape(3, -1) for im in images], 1).float() / 255.0
-    mean, std = stacked.mean(1), stacked.std(1) + 1e-6
-
-    gen = torch.Generator().manual_seed(t.seed)
+    data = source_data(params, source, prepared, ids, layout)
+    key = fingerprint(params, source, data, prepared.n_classes)
     device = torch.device(params.runtime.device)
-    model = build_model(t.model, 3, prepared.n_classes, t.width, t.depth, gen).to(device)
-    optim = torch.optim.Adam(model.parameters(), lr=t.lr)
-    steps_per_epoch = -(-len(images) // t.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=t.lr, total_steps=t.epochs * steps_per_epoch)
-    transform = augmentation(params, crop_size(params, prepared, ids))
-    torch.manual_seed(t.seed)  # torchvision's random transforms draw from the global generator
-    order_rng = np.random.default_rng(t.seed)
 
-    t0, losses = time.perf_counter(), []
-    model.train()
+    model = build_model(t.model, 3, prepared.n_classes, t.width, t.depth, torch.Generator().manual_seed(t.seed))
+    model.to(device)
+    criterion = nn.CrossEntropyLoss(ignore_index=VOID)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
+    train_set = SegmentationDataset(
+        data.images, data.targets, data.mean, data.std, augmentation(params, crop_size(params, prepared, ids))
+    )
+    order = torch.Generator().manual_seed(t.seed)  # the shuffle; reproducible and checkpointed
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=t.batch_size, shuffle=True, num_workers=0, generator=order
+    )
+    val_loader = torch.utils.data.DataLoader(val_dataset(prepared, data.mean, data.std), batch_size=1)
+    lr_scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=t.epochs * len(train_loader))
+    torch.manual_seed(t.seed)  # torchvision's random transforms draw from the global generator
+
+    ckpt_path = checkpoint_path(out_dir, source)
+    ckpt = resume(ckpt_path, key, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, generator=order)
+    start, history, seconds = (ckpt["epoch"], ckpt["history"], ckpt["seconds"]) if ckpt else (0, [], 0.0)
+    if ckpt:
+        print(f"[train {source}] resuming after epoch {start}/{t.epochs} from {ckpt_path}", file=sys.stderr, flush=True)
+
     # a progress bar on a terminal; a line every 10 % of the epochs in logs (DVC, Prefect, CI)
-    bar = tqdm(total=t.epochs, desc=f"train {source}", unit="epoch", file=sys.stderr, disable=not sys.stderr.isatty())
-    for epoch in range(t.epochs):
-        order, epoch_loss = order_rng.permutation(len(images)), 0.0
-        for b in range(steps_per_epoch):
-            batch = [transform(images[i], targets[i]) for i in order[b * t.batch_size:(b + 1) * t.batch_size]]
-            x = normalise(torch.stack([im for im, _ in batch]), mean, std).to(device)
-            y = torch.stack([m for _, m in batch]).to(device)
-            if (y != VOID).any():  # a crop of a sparse map can miss every labelled pixel
-                loss = F.cross_entropy(model(x), y, ignore_index=VOID)
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                optim.step()
-                epoch_loss += float(loss.detach())
-            sched.step()
-        losses.append(epoch_loss / steps_per_epoch)
+    bar = tqdm(
+        total=t.epochs,
+        initial=start,
+        desc=f"train {source}",
+        unit="epoch",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+    )
+    for epoch in range(start, t.epochs):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        row = {
+            "epoch": epoch + 1,
+            "loss": train_one_epoch(model, criterion, optimizer, train_loader, lr_scheduler, device, epoch),
+            "lr": lr,
+            "val_miou": None,
+        }
+        seconds += time.perf_counter() - t0  # training time; the val scoring is not part of it
+        if (t.eval_every and (epoch + 1) % t.eval_every == 0) or epoch + 1 == t.epochs:
+            row.update(_scores(evaluate(model, val_loader, device, prepared.n_classes)))
+        history.append(row)
+        save_checkpoint(
+            ckpt_path,
+            fingerprint=key,
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            generator=order,
+            epoch=epoch + 1,
+            history=history,
+            seconds=seconds,
+        )
         bar.update()
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
         if bar.disable and ((epoch + 1) % max(1, t.epochs // 10) == 0 or epoch + 1 == t.epochs):
-            print(f"[train {source}] epoch {epoch + 1}/{t.epochs} loss {losses[-1]:.4f} "
-                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+            val = "" if row["val_miou"] is None else f", val mIoU {row['val_miou']:.4f}"
+            print(
+                f"[train {source}] epoch {epoch + 1}/{t.epochs} loss {row['loss']:.4f}{val} ({seconds:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     bar.close()
-    seconds = time.perf_counter() - t0
-    save_torch(Path(out_dir) / f"{source}.pt", {
-        "state_dict": model.cpu().state_dict(), "model": t.model, "width": t.width, "depth": t.depth,
-        "n_classes": prepared.n_classes, "mean": mean, "std": std})
-    info = {"source": source, "images": len(rows), "annotated_pixels": annotated, "total_pixels": total,
-            "annotated_pct": 100.0 * annotated / total, "epochs": t.epochs, "seconds": round(seconds, 2),
-            "final_loss": losses[-1], "loss": losses}
-    write_json(Path(out_dir) / f"{source}.json", info)
+
+    losses = [r["loss"] for r in history]
+    save_torch(
+        out_dir / f"{source}.pt",
+        {
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+            "model": t.model,
+            "width": t.width,
+            "depth": t.depth,
+            "n_classes": prepared.n_classes,
+            "mean": data.mean,
+            "std": data.std,
+        },
+    )
+    info = {
+        "source": source,
+        "images": len(data.ids),
+        "annotated_pixels": data.annotated,
+        "total_pixels": data.total,
+        "annotated_pct": 100.0 * data.annotated / data.total,
+        "epochs": t.epochs,
+        "seconds": round(seconds, 2),
+        "final_loss": losses[-1],
+        "loss": losses,
+        "eval_every": t.eval_every,
+        "history": history,
+        "fingerprint": key,
+    }
+    write_json(out_dir / f"{source}.json", info)
+    ckpt_path.unlink(missing_ok=True)
     return info
 
 
@@ -188,11 +224,15 @@ def predict(model: torch.nn.Module, image: np.ndarray, mean: torch.Tensor, std: 
 
 
 def evaluate_source(prepared: Prepared, model_path: Path) -> dict:
+    """Val-split mIoU, pixel accuracy and IoU per class name (None: class absent from truth and prediction)."""
     model, mean, std = load_model(model_path)
-    cm = np.zeros((prepared.n_classes, prepared.n_classes), np.int64)
-    for row in prepared.split("val"):
-        cm += confusion(predict(model, prepared.image(row), mean, std), prepared.label(row), prepared.n_classes)
+    loader = torch.utils.data.DataLoader(val_dataset(prepared, mean, std), batch_size=1)
+    cm = evaluate(model, loader, torch.device("cpu"), prepared.n_classes)
     iou = iou_per_class(cm)
-    return {"miou": mean_iou(cm), "pixel_accuracy": pixel_accuracy(cm),
-            "per_class_iou": {c["name"]: (None if np.isnan(iou[c["id"]]) else float(iou[c["id"]]))
-                              for c in prepared.classes}}
+    return {
+        "miou": mean_iou(cm),
+        "pixel_accuracy": pixel_accuracy(cm),
+        "per_class_iou": {
+            c["name"]: (None if np.isnan(iou[c["id"]]) else float(iou[c["id"]])) for c in prepared.classes
+        },
+    }
