@@ -1,98 +1,135 @@
-"""The data-set level study (studies/dataset_*): sources x budgets x seeds, the report, MLflow."""
+"""The data-set level study (studies/dataset_*): a DVC pipeline of sources x budgets x seeds, the
+report and MLflow."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import mlflow
 import numpy as np
 import pytest
+import yaml
 
-from conftest import howlow, project_env, write_params
-from howlow.io import read_csv
-from howlow.studies.dataset import aggregate
+from conftest import ROOT, make_params, project_env, run
+from howlow.io import DataError
+from howlow.params import ParamsError
+from howlow.studies.dataset import budget_sources, row_name, target_name
+from howlow.studies.dataset.report import aggregate, load_rows, paired
 
-
-@pytest.mark.slow
-def test_study_trains_every_source_budget_and_seed_and_logs_them(tmp_path):
-    env = project_env(tmp_path)
-    write_params(tmp_path, {"study": {"targets": [0.8, 0.9], "seeds": [0, 1],
-                                      "label_sources": ["full", "pseudo", "confident", "random"]},
-                            "train": {"epochs": 1}, "runtime": {"threads": 1}})
-    done = howlow("study", cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rep = json.loads((tmp_path / "reports/dataset_level/synthetic.json").read_text())
-    # full once per seed; every other source once per budget and seed
-    assert len(rep["rows"]) == 2 * (1 + 3 * 2)
-    names = {r["name"] for r in rep["rows"]}
-    assert {"full-s0", "full-s1", "pseudo-t0.8-s0", "random-t0.9-s1", "confident-t0.9-s0"} <= names
-    by = {r["name"]: r for r in rep["rows"]}
-    # a higher target costs at least as many revealed pixels; random gets exactly the Oracle's count
-    assert by["pseudo-t0.9-s0"]["annotated_pixels"] >= by["pseudo-t0.8-s0"]["annotated_pixels"]
-    assert by["random-t0.8-s1"]["annotated_pixels"] == by["pseudo-t0.8-s1"]["annotated_pixels"]
-    assert by["full-s0"]["annotated_pct"] > 90
-    for f in ("dataset_level/synthetic.png", "dataset_level/synthetic_curve.csv", "dataset_level.md"):
-        assert (tmp_path / "reports" / f).stat().st_size > 0
-    assert "| pseudo | 0.8 |" in (tmp_path / "reports/dataset_level.md").read_text()
-    # the convergence check: full, first seed, twice the epochs, reported beside the 1-epoch figure
-    conv = rep["convergence"]
-    assert (conv["seed"], conv["epochs"], conv["epochs_x2"]) == (0, 1, 2)
-    assert conv["miou"] == by["full-s0"]["miou"] and 0 <= conv["miou_x2"] <= 1
-    assert "Convergence check: `full`, seed 0" in (tmp_path / "reports/dataset_level.md").read_text()
-    # MLflow: one run per row in the data set's experiment, same param and metric names, a model each
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["howlow-dataset-synthetic"], output_format="list")
-    names.add("full-s0-x2epochs")
-    assert sorted(r.info.run_name for r in runs) == sorted(names)
-    longer = next(r for r in runs if r.info.run_name == "full-s0-x2epochs")
-    assert longer.data.params["train.epochs"] == "2" and longer.data.metrics["miou"] == pytest.approx(conv["miou_x2"])
-    assert len({tuple(sorted(r.data.params)) for r in runs}) == 1
-    assert len({tuple(sorted(k for k in r.data.metrics if not k.startswith("iou."))) for r in runs}) == 1
-    run = next(r for r in runs if r.info.run_name == "pseudo-t0.9-s1")
-    assert run.data.params["budget_target"] == "0.9" and run.data.metrics["miou"] == pytest.approx(by["pseudo-t0.9-s1"]["miou"])
-    assert mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
-    # a rerun reuses every finished row: no new MLflow runs
-    again = howlow("study", cwd=tmp_path, env=env)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert len(mlflow.search_runs(experiment_names=["howlow-dataset-synthetic"], output_format="list")) == len(names)
+# The embedded scenes at their smallest: 3 training and 2 val images of 48x64, one target, two
+# seeds, 3 epochs of a width-4 U-Net (the project fixture's params.yaml already holds conftest.TINY).
+TINY_STUDY = {
+    "data": {"synthetic": {"n_train": 3, "n_val": 2, "height": 48, "width": 64}},
+    "oracle": {"target_accuracy": 0.9},
+    "train": {"width": 4, "depth": 2, "epochs": 3, "batch_size": 2, "crop": [32, 48]},
+    "study": {"targets": [0.9], "seeds": [0, 1], "label_sources": ["pseudo", "sparse", "random"],
+              "convergence_check": True},
+    "runtime": {"threads": 1},
+}
 
 
-@pytest.mark.slow
-def test_study_with_the_oracle_at_a_finer_scale_than_training(tmp_path):
-    """study.oracle_scale: the Oracle annotates 48x64 images, the data-set networks train on the same
-    images at 24x32; every sparse source costs the Oracle's count, as a share of the 48x64 image.
-    `study.tag` names the work folder, the report section and the MLflow experiment."""
-    env = project_env(tmp_path)
-    write_params(tmp_path, {"data": {"scale": 0.5},
-                            "study": {"targets": [0.9], "seeds": [0], "oracle_scale": 1.0, "convergence_check": False,
-                                      "tag": "finer", "label_sources": ["full", "pseudo", "sparse", "random"]},
-                            "train": {"epochs": 1, "crop": [16, 24]}, "runtime": {"threads": 1}})
-    done = howlow("study", cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    work = tmp_path / "studies/work/synthetic-finer"
-    oracle_rows = read_csv(work / "t0.9/data/oracle/summary.csv")
-    assert {(int(r["height"]), int(r["width"])) for r in oracle_rows} == {(48, 64)}
-    assert {(int(r["height"]), int(r["width"])) for r in read_csv(work / "data/prepared/manifest.csv")} == {(24, 32)}
-    revealed = sum(int(r["revealed"]) for r in oracle_rows)
-    rep = json.loads((tmp_path / "reports/dataset_level/synthetic-finer.json").read_text())
-    assert rep["dataset"] == "synthetic-finer" and rep["mlflow_experiment"].endswith("-dataset-synthetic-finer")
-    by = {r["source"]: r for r in rep["rows"]}
-    for source in ("pseudo", "sparse", "random"):
-        assert by[source]["annotated_pixels"] == revealed
-        assert by[source]["annotated_pct"] == pytest.approx(100 * revealed / (3 * 48 * 64))
-    assert rep["setup"]["oracle_scale"] == 1.0 and rep["convergence"] is None
-    md = (tmp_path / "reports/dataset_level.md").read_text()
-    assert "annotating at scale 1.0" in md and "## synthetic-finer" in md
+def _row(source, target, seed, miou, **extra):
+    return {"source": source, "target": target, "seed": seed, "miou": miou, "pixel_accuracy": 0.9,
+            "annotated_pct": 100 if source == "full" else 1, "annotated_px_per_image": 10, "train_seconds": 1,
+            "oracle_reached_fraction": None if source == "full" else 1.0, "per_class_iou": {"a": miou}, **extra}
 
 
 def test_aggregate_means_stds_and_percent_of_full():
-    rows = [{"source": "full", "target": None, "seed": s, "miou": m, "pixel_accuracy": 0.9, "annotated_pct": 100,
-             "annotated_px_per_image": 10, "train_seconds": 1, "oracle_reached_fraction": None,
-             "per_class_iou": {"a": m}} for s, m in ((0, 0.8), (1, 0.6))]
-    rows += [{"source": "pseudo", "target": 0.9, "seed": s, "miou": m, "pixel_accuracy": 0.8, "annotated_pct": 1,
-              "annotated_px_per_image": 1, "train_seconds": 1, "oracle_reached_fraction": 1.0,
-              "per_class_iou": {"a": None if s else m}} for s, m in ((0, 0.4), (1, 0.6))]
+    rows = [_row("full", None, s, m) for s, m in ((0, 0.8), (1, 0.6))]
+    rows += [_row("pseudo", 0.9, s, m, per_class_iou={"a": None if s else m}) for s, m in ((0, 0.4), (1, 0.6))]
     agg = {a["source"]: a for a in aggregate(rows)}
-    assert agg["full"]["miou_mean"] == pytest.approx(0.7) and agg["full"]["miou_std"] == pytest.approx(np.std([0.8, 0.6], ddof=1))
+    assert agg["full"]["miou_mean"] == pytest.approx(0.7)
+    assert agg["full"]["miou_std"] == pytest.approx(np.std([0.8, 0.6], ddof=1))
     assert agg["pseudo"]["pct_of_full_mean"] == pytest.approx(np.mean([50, 100]))
     assert agg["pseudo"]["per_class_iou_mean"]["a"] == pytest.approx(0.4)  # None (absent class) is skipped
+
+
+def test_paired_differences_pair_by_seed_at_each_budget():
+    seeds = (0, 1, 2)
+    rows = [_row("full", None, s, 0.5 + 0.1 * s) for s in seeds]
+    rows += [_row("pseudo", t, s, 0.45 + 0.1 * s + (0.02 if t == 0.95 else 0)) for t in (0.9, 0.95) for s in seeds]
+    rows += [_row("random", t, s, 0.40 + 0.1 * s + 0.01 * s) for t in (0.9, 0.95) for s in seeds]
+    d = {(x["target"], x["comparison"]): x for x in paired(rows, [0.9, 0.95])}
+    # no sparse rows: no pseudo - sparse; the others at both targets
+    assert set(d) == {(t, f"pseudo - {o}") for t in (0.9, 0.95) for o in ("random", "full")}
+    # pseudo - full is the same -0.05 for every seed: a zero-width interval; the seeds' spread of
+    # 0.1 between them cancels because the differences are paired
+    full = d[0.9, "pseudo - full"]
+    assert full["n"] == 3 and full["mean"] == pytest.approx(-0.05) and full["ci95"] == pytest.approx([-0.05, -0.05])
+    rnd = d[0.95, "pseudo - random"]  # 0.07, 0.06, 0.05
+    half = 2.0 * 0.01 * 4.302653 / 2 / np.sqrt(3)  # t(0.975, 2) x sd / sqrt(n), sd = 0.01
+    assert rnd["mean"] == pytest.approx(0.06) and rnd["ci95"] == pytest.approx([0.06 - half, 0.06 + half])
+
+
+def test_names_follow_dvc_matrix_keys_and_full_is_not_a_budget_source(tmp_path):
+    assert [target_name(t) for t in (0.9, 0.95, 1.0)] == ["0.9", "0.95", "1.0"]
+    assert row_name("full", None, 2) == "full-2" and row_name("random", 0.95, 0) == "random-0.95-0"
+    params = make_params({"study": {"label_sources": ["full", "pseudo"]}})
+    with pytest.raises(ParamsError, match=r"study\.label_sources"):
+        budget_sources(params)
+    with pytest.raises(DataError, match=r"rows/full-0/row\.json: missing"):
+        load_rows(make_params(), tmp_path)
+
+
+def _repro(project, env, study):
+    return run(["dvc", "repro", f"studies/{study}/dvc.yaml"], project, env).stdout
+
+
+@pytest.mark.slow
+def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(project, tmp_path):
+    env = project_env(tmp_path)
+    study = project / "studies" / "dataset_tiny"
+    study.mkdir()
+    shutil.copy(ROOT / "studies" / "dataset_embedded" / "dvc.yaml", study / "dvc.yaml")
+    (study / "params.yaml").write_text(yaml.safe_dump(TINY_STUDY, sort_keys=False))
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-qm", "tiny study"], project, env)
+
+    out = _repro(project, env, "dataset_tiny")
+    assert "Running stage 'studies/dataset_tiny/dvc.yaml:train@random-0.9-1'" in out
+    rep = json.loads((study / "results/report.json").read_text())
+    # full once per seed; every other source once per budget and seed
+    names = {r["name"] for r in rep["rows"]}
+    sources = ("pseudo", "sparse", "random")
+    assert names == {"full-0", "full-1"} | {f"{s}-0.9-{seed}" for s in sources for seed in (0, 1)}
+    by = {r["name"]: r for r in rep["rows"]}
+    # random gets exactly the Oracle's count; full labels nearly every pixel
+    assert by["random-0.9-1"]["annotated_pixels"] == by["pseudo-0.9-1"]["annotated_pixels"] > 0
+    assert by["full-0"]["annotated_pct"] > 90
+    assert rep["frames"]["train"] == ["syn_train_000", "syn_train_001", "syn_train_002"]
+    assert len(rep["frames"]["val"]) == 2
+    assert {d["comparison"] for d in rep["paired"]} == {"pseudo - random", "pseudo - sparse", "pseudo - full"}
+    assert all(d["n"] == 2 and len(d["ci95"]) == 2 for d in rep["paired"])
+    conv = rep["convergence"]
+    assert (conv["seed"], conv["epochs"], conv["epochs_x2"]) == (0, 3, 6) and conv["miou"] == by["full-0"]["miou"]
+    md = (study / "results/report.md").read_text()
+    assert "| pseudo | 0.9 |" in md and "| 0.9 | pseudo - random |" in md and "syn_train_002" in md
+    assert rep["machines"] and "Machine: " in md
+    for f in ("report.png", "curve.csv", "metrics.json"):
+        assert (study / "results" / f).stat().st_size > 0
+    # MLflow: one run per row and the convergence row, in the study's experiment, a model each
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["howlow-dataset_tiny"], output_format="list")
+    assert sorted(r.info.run_name for r in runs) == sorted(names | {"full-x2"})
+    assert len({tuple(sorted(r.data.params)) for r in runs}) == 1
+    longer = next(r for r in runs if r.info.run_name == "full-x2")
+    assert longer.data.params["train.epochs"] == "6" and longer.data.metrics["miou"] == pytest.approx(conv["miou_x2"])
+    pseudo = next(r for r in runs if r.info.run_name == "pseudo-0.9-1")
+    assert pseudo.data.metrics["miou"] == pytest.approx(by["pseudo-0.9-1"]["miou"])
+    assert mlflow.search_logged_models(experiment_ids=[pseudo.info.experiment_id], output_format="list")
+
+    # a second repro reruns nothing, and logs nothing again
+    again = _repro(project, env, "dataset_tiny")
+    assert "Running stage" not in again, again
+    assert len(mlflow.search_runs(experiment_names=["howlow-dataset_tiny"], output_format="list")) == len(runs)
+
+    # a third seed: only its rows (and the report and tracking) are stale, the finished rows are not
+    overlay = yaml.safe_load((study / "params.yaml").read_text())
+    overlay["study"]["seeds"] = [0, 1, 2]
+    (study / "params.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
+    status = subprocess.run(["dvc", "status", "--json", "studies/dataset_tiny/dvc.yaml"], cwd=project, env=env,
+                            capture_output=True, text=True, check=True).stdout
+    stale = {name.split(":")[-1] for name in json.loads(status)}
+    assert stale == {"full@2", "train@pseudo-0.9-2", "train@sparse-0.9-2", "train@random-0.9-2", "report"}, stale

@@ -33,7 +33,17 @@ COMMANDS = {
     "budget-run": ("howlow.studies.budget.run:run", "budget study: one rule and seed (stage run@<rule>-<seed>)"),
     "budget-order": ("howlow.studies.budget.order:run", "budget study: the training-order experiment"),
     "budget-report": ("howlow.studies.budget.report:run", "budget study: mean ± std over seeds, paired differences"),
-    "study": ("howlow.studies.dataset:study", "data-set level comparison over budgets and seeds"),
+    "study-prepare-oracle": ("howlow.studies.dataset.annotate:prepare_oracle",
+                             "data-set study: the data set at study.oracle_scale (stage prepare_oracle)"),
+    "study-oracle": ("howlow.studies.dataset.annotate:oracle", "data-set study: the Oracle at one target (oracle@<t>)"),
+    "study-pseudolabel": ("howlow.studies.dataset.annotate:pseudolabel",
+                          "data-set study: pseudo-labels at one target (pseudolabel@<t>)"),
+    "study-train": ("howlow.studies.dataset.rows:train",
+                    "data-set study: train and score one row (full@<seed>, train@<source>-<t>-<seed>)"),
+    "study-convergence": ("howlow.studies.dataset.rows:convergence",
+                          "data-set study: full for twice the epochs (stage convergence)"),
+    "study-report": ("howlow.studies.dataset.report:run", "data-set study: mean ± std, % of full, paired differences"),
+    "study-track": ("howlow.studies.dataset.track:run", "data-set study: one MLflow run per row"),
     "serve": ("flows.pipeline:serve", "serve the Prefect pipeline flow on the cron schedule of params.yaml"),
 }
 

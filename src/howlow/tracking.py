@@ -145,8 +145,10 @@ def compare(params: Params, out_dir: Path) -> dict:
     return {"runs": len(rows)}
 
 
-def log_study_row(params: Params, row: dict, model_path: Path, prepared, experiment: str, uri: str) -> str:
-    """One MLflow run per row: the same param and metric names for every source, budget and seed."""
+def log_study_row(params: Params, row: dict, model_path: Path, prepared, experiment: str, uri: str,
+                  tags: dict | None = None) -> str:
+    """One MLflow run per row of a data-set study (howlow.studies.dataset): the same param and metric
+    names for every source, budget and seed, and the row's model; its run id."""
     import mlflow
     import torch
 
@@ -156,11 +158,12 @@ def log_study_row(params: Params, row: dict, model_path: Path, prepared, experim
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=row["name"]) as run:
-        mlflow.set_tags({"howlow.kind": "dataset-level", "dataset": row["dataset"], "source": row["source"]})
+        mlflow.set_tags({"howlow.kind": "dataset-level", "dataset": row["dataset"], "source": row["source"],
+                         "study": row.get("study", ""), **(tags or {})})
         mlflow.log_params({"dataset": row["dataset"], "source": row["source"],
                            "budget_target": "none" if row["target"] is None else row["target"],
                            "seed": row["seed"], "data.scale": params.data.scale, "train.model": params.train.model,
-                           "train.width": params.train.width, "train.epochs": params.train.epochs,
+                           "train.width": params.train.width, "train.epochs": row["epochs"],
                            "train.crop": str(params.train.crop), "train.confidence": params.train.confidence,
                            "train.batch_size": params.train.batch_size,
                            "train.lr": params.train.lr,

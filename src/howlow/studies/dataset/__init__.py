@@ -1,0 +1,99 @@
+"""The data-set level study, a DVC pipeline in `studies/<name>/` (reports/dataset_level.md says how to run one).
+
+Do per-image networks' pseudo-labels train a data-set network as well as full labels, and better
+than the clicks alone (`sparse`) or as many random pixels (`random`)? A study folder holds
+`params.yaml` (a small overlay on the project's params.yaml) and `dvc.yaml`:
+
+    prepare                  the data set at the training scale: data/prepared (howlow.stages.prepare)
+    prepare_oracle           only when `study.oracle_scale` differs from `data.scale`: the same images
+                             at the Oracle's scale, data/prepared_oracle (`howlow study-prepare-oracle`)
+    oracle@<t>, pseudolabel@<t>
+                             per Oracle target t in `study.targets` (a target is a budget): the
+                             pipeline's own oracle and pseudolabel stages on targets/<t>/
+    full@<seed>              the reference: full labels, per seed in `study.seeds` (no budget)
+    train@<source>-<t>-<seed>
+                             one data-set network per label source of `study.label_sources`, target
+                             and seed, trained with the same recipe `train.*` and scored on the whole
+                             val split: rows/<source>-<t>-<seed>/ (`howlow study-train`)
+    convergence              `full` on the first seed for twice the epochs: rows/full-x2/
+    report                   mean ± std over seeds, % of full, paired differences: results/
+    track                    every row as one MLflow run in experiment `<tracking.experiment>-<folder>`
+
+One row per DVC stage, so DVC's lock and run cache skip finished rows when a seed, a target or a
+source is added. The modules here only read and write files: the Oracle is howlow.oracle, the
+data-set network howlow.segmentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...layout import Layout
+from ...params import Params, ParamsError
+
+
+@dataclass(frozen=True)
+class StudyLayout(Layout):
+    """A folder of the study (targets/<t>/ or the study itself) whose stages read the prepared data
+    set in `images`: the pipeline's stage functions run unchanged on it."""
+
+    images: Path = Path("data/prepared")
+
+    @property
+    def prepared(self) -> Path:
+        return self.images
+
+
+def target_name(target: float) -> str:
+    """A target as DVC writes a matrix item in stage names and paths: 0.9 -> '0.9', 1.0 -> '1.0'."""
+    return str(float(target))
+
+
+def row_name(source: str, target: float | None, seed: int) -> str:
+    """rows/<name>: `full-<seed>` (no budget) or `<source>-<target>-<seed>`, as dvc.yaml's keys."""
+    return f"full-{seed}" if source == "full" else f"{source}-{target_name(target)}-{seed}"
+
+
+CONVERGENCE = "full-x2"
+
+
+def training_images(root: Path) -> Path:
+    return root / "data" / "prepared"
+
+
+def oracle_scale_differs(params: Params) -> bool:
+    return params.study.oracle_scale is not None and params.study.oracle_scale != params.data.scale
+
+
+def oracle_images(params: Params, root: Path) -> Path:
+    """The prepared images the Oracle annotates: at `study.oracle_scale` when it differs."""
+    return root / "data" / "prepared_oracle" if oracle_scale_differs(params) else training_images(root)
+
+
+def target_layout(params: Params, root: Path, target: float, images: Path | None = None) -> StudyLayout:
+    """targets/<t>/: data/oracle and data/pseudo of one Oracle target, reading `images`
+    (default: the Oracle's)."""
+    return StudyLayout(root / "targets" / target_name(target), images or oracle_images(params, root))
+
+
+def study_name(root: Path) -> str:
+    """The study's folder name: it names the report and the MLflow experiment."""
+    return Path(root).resolve().name
+
+
+def rows_dir(root: Path) -> Path:
+    return root / "rows"
+
+
+def results_dir(root: Path) -> Path:
+    return root / "results"
+
+
+def budget_sources(params: Params) -> list[str]:
+    """`study.label_sources`: the sources compared with `full` at each budget. `full` itself is
+    trained once per seed by its own stages, so it must not be listed."""
+    if "full" in params.study.label_sources:
+        raise ParamsError("study.label_sources: remove 'full': it is the reference, trained once per seed "
+                          "by the stages full@<seed>; list the sources compared with it")
+    return list(params.study.label_sources)

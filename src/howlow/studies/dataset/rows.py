@@ -1,0 +1,73 @@
+"""The rows of a data-set study: one data-set network trained from scratch and scored on the whole
+val split (`howlow study-train`, stages full@<seed> and train@<source>-<t>-<seed>; `howlow
+study-convergence`, stage convergence).
+
+dvc.yaml sets the row on the command line: `train.label_sources=[<source>]`, `train.seed=<seed>`
+and `oracle.target_accuracy=<t>`, the target whose Oracle images and labels the row trains on
+(`full` takes the first target's: only its image list, since full labels have no budget). Output
+rows/<name>/: `<source>.pt`, `<source>.json` (howlow.segmentation) and `row.json`, the scores.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ...data import load_prepared
+from ...io import DataError, read_json, write_json
+from ...layout import Layout
+from ...params import Params, ParamsError
+from ...segmentation.train import evaluate_source, train_source
+from ...stages.oracle import annotated_ids, use_runtime
+from ..common import machine
+from . import CONVERGENCE, budget_sources, row_name, rows_dir, target_layout, training_images
+
+
+def train_row(params: Params, root: Path, source: str, name: str) -> dict:
+    """Train and score one row; rows/<name>/row.json."""
+    use_runtime(params)
+    target = params.oracle.target_accuracy
+    if target not in params.study.targets:
+        raise ParamsError(f"oracle.target_accuracy: {target} is not one of study.targets {params.study.targets}")
+    budget = target_layout(params, root, target, images=training_images(root))
+    if not (budget.oracle / "summary.csv").is_file():
+        raise DataError(f"{budget.oracle / 'summary.csv'}: missing; stage oracle@{budget.root.name} makes it")
+    prepared = load_prepared(training_images(root))
+    out = rows_dir(root) / name
+    print(f"[study-train {name}] {params.train.epochs} epochs", file=sys.stderr, flush=True)
+    ids = annotated_ids(budget)
+    info = train_source(params, source, prepared, ids, budget, out)
+    scores = evaluate_source(prepared, out / f"{source}.pt")
+    row = {"name": name, "dataset": params.dataset_name, "source": source,
+           "target": None if source == "full" else target, "seed": params.train.seed, **scores,
+           "annotated_pixels": info["annotated_pixels"], "annotated_pct": info["annotated_pct"],
+           "annotated_px_per_image": info["annotated_pixels"] / info["images"], "images": info["images"],
+           "train_seconds": info["seconds"], "epochs": info["epochs"],
+           "oracle_reached_fraction": None if source == "full"
+           else read_json(budget.oracle / "totals.json")["reached_fraction"],
+           "model": f"{source}.pt", "train_ids": ids, "machine": machine()}
+    write_json(out / "row.json", row)
+    print(f"[study-train {name}] val mIoU {row['miou']:.4f}, {row['annotated_pct']:.4g} % annotated",
+          file=sys.stderr, flush=True)
+    return row
+
+
+def train(params: Params, layout: Layout) -> dict:
+    """The row of stage full@<seed> or train@<source>-<t>-<seed>."""
+    sources = params.train.label_sources
+    if len(sources) != 1 or (sources[0] != "full" and sources[0] not in budget_sources(params)):
+        raise ParamsError(f"train.label_sources: {sources}: a study row trains one source, 'full' or one of "
+                          f"study.label_sources {params.study.label_sources}")
+    source = sources[0]
+    return train_row(params, layout.root, source, row_name(source, params.oracle.target_accuracy, params.train.seed))
+
+
+def convergence(params: Params, layout: Layout) -> dict:
+    """`full` for twice `train.epochs` (stage convergence); a row marked skipped when
+    `study.convergence_check` is off."""
+    if not params.study.convergence_check:
+        write_json(rows_dir(layout.root) / CONVERGENCE / "row.json", {"name": CONVERGENCE, "skipped": True})
+        return {"skipped": True}
+    longer = params.model_copy(update={"train": params.train.model_copy(
+        update={"epochs": 2 * params.train.epochs, "label_sources": ["full"]})})
+    return train_row(longer, layout.root, "full", CONVERGENCE)

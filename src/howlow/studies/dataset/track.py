@@ -1,0 +1,48 @@
+"""`howlow study-track` (stage track): every row of a data-set study as one MLflow run, with its model,
+in experiment `<tracking.experiment>-<study folder>`; results/mlflow.json maps rows to run ids.
+
+A row already logged (same row.json, tagged with its digest) is not logged again, so a study that
+grows by a seed adds only the new seed's runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+from ...data import load_prepared
+from ...io import read_json, write_json
+from ...layout import Layout
+from ...params import Params
+from ...tracking import log_study_row, tracking_uri
+from . import results_dir, rows_dir, study_name, training_images
+
+
+def run(params: Params, layout: Layout) -> dict:
+    import mlflow
+
+    root = layout.root
+    rep = read_json(results_dir(root) / "report.json")
+    rows = rep["rows"] + ([rep["convergence_row"]] if rep["convergence_row"] else [])
+    experiment, uri = f"{params.tracking.experiment}-{study_name(root)}", tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    known = {}
+    if (exp := mlflow.get_experiment_by_name(experiment)) is not None:
+        for r in mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list"):
+            if "howlow.row" in r.data.tags:
+                known[r.data.tags["howlow.row"]] = r.info.run_id
+    prepared = load_prepared(training_images(root))
+    runs, new = {}, 0
+    for row in rows:
+        folder = rows_dir(root) / row["name"]
+        digest = hashlib.sha256((folder / "row.json").read_bytes()).hexdigest()[:16]
+        if digest not in known:
+            known[digest] = log_study_row(params, {**row, "study": study_name(root)}, folder / row["model"], prepared,
+                                          experiment, uri, {"howlow.row": digest})
+            new += 1
+        runs[row["name"]] = known[digest]
+    print(f"[study-track] {new} new runs, {len(rows) - new} already logged, experiment {experiment} at {uri}",
+          file=sys.stderr)
+    out = {"experiment": experiment, "runs": runs}
+    write_json(results_dir(root) / "mlflow.json", out)
+    return {"experiment": experiment, "runs": len(runs), "new": new}
