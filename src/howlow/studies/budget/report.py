@@ -166,7 +166,7 @@ def run(params: Params, layout: Layout) -> dict:
                      "scale": params.data.scale, "size": f"{first[0]['width']}x{first[0]['height']} (first image)",
                      "rules": list(b.strategies), "seeds": list(b.seeds), "oracle": oracle},
            **aggregate(runs, list(b.strategies), list(b.seeds)),
-           # None where every curve starts above the budget (its first round reveals more)
+           # None where an image's first round already reveals more than the budget
            "accuracy_at": {r: {str(k): None if np.isnan(v) else v for k, v in a.items()} for r, a in at.items()},
            "training_order": order,
            "per_image": [{"rule": rule, "seed": seed, **{k: v for k, v in im.items() if k != "curve"}}
