@@ -133,3 +133,37 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
                             capture_output=True, text=True, check=True).stdout
     stale = {name.split(":")[-1] for name in json.loads(status)}
     assert stale == {"full@2", "train@pseudo-0.9-2", "train@sparse-0.9-2", "train@random-0.9-2", "report"}, stale
+
+
+@pytest.mark.slow
+def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread):
+    """study.oracle_scale (studies/dataset_camvid): the Oracle annotates 48x64 images in
+    data/prepared_oracle, the data-set networks train on the same images at 24x32; every sparse
+    source costs the Oracle's count, as a share of the 48x64 image."""
+    from howlow.io import read_csv
+    from howlow.layout import Layout
+    from howlow.stages import prepare
+    from howlow.studies.dataset import annotate, rows
+
+    (tmp_path / ".dvc").mkdir()  # the project root, where a relative data.source is read
+    params = make_params({**TINY_STUDY, "data": {**TINY_STUDY["data"], "scale": 0.5},
+                          "oracle": {"target_accuracy": 0.9, "steps_per_round": 30},
+                          "train": {**TINY_STUDY["train"], "crop": [16, 24], "epochs": 1},
+                          "study": {**TINY_STUDY["study"], "oracle_scale": 1.0}})
+    layout = Layout(tmp_path)
+    prepare.run(params, layout)
+    annotate.prepare_oracle(params, layout)
+    annotate.oracle(params, layout)
+    annotate.pseudolabel(params, layout)
+    oracle_rows = read_csv(tmp_path / "targets/0.9/data/oracle/summary.csv")
+    assert {(int(r["height"]), int(r["width"])) for r in oracle_rows} == {(48, 64)}
+    revealed = sum(int(r["revealed"]) for r in oracle_rows)
+    for source in ("pseudo", "sparse", "random"):
+        p = params.model_copy(update={"train": params.train.model_copy(update={"label_sources": [source]})})
+        row = rows.train(p, layout)
+        assert row["name"] == f"{source}-0.9-0" and row["annotated_pixels"] == revealed
+        assert row["annotated_pct"] == pytest.approx(100 * revealed / (3 * 48 * 64))
+        assert (tmp_path / "rows" / row["name"] / f"{source}.pt").is_file()
+    with pytest.raises(ParamsError, match=r"oracle\.target_accuracy"):
+        annotate.oracle(params.model_copy(update={"oracle": params.oracle.model_copy(
+            update={"target_accuracy": 0.95})}), layout)
