@@ -8,11 +8,12 @@ pixels as [y, x, class, round] in reveal order (the training-order stage replays
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
 from ...data import load_prepared
-from ...io import write_json
+from ...io import atomic_write_bytes
 from ...layout import Layout
 from ...oracle import OracleRun, run_oracle_many
 from ...params import Params
@@ -51,7 +52,8 @@ def run(params: Params, layout: Layout) -> dict:
            "wall_seconds": round(wall, 1), "images": images,
            "revealed": {key: runs[key].revealed for key, *_ in todo}}
     path = run_path(layout, p.strategy, p.seed)
-    write_json(path, out)
+    # one line: the revealed pixels are most of it (a few thousand [y, x, class, round] per Dubai tile)
+    atomic_write_bytes(path, json.dumps(out, separators=(",", ":")).encode())
     return {"run": str(path.relative_to(layout.root)), "images": len(images),
             "mean_revealed_pct": sum(i["revealed_pct"] for i in images) / len(images),
             "reached_fraction": sum(i["reached"] for i in images) / len(images)}
