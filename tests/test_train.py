@@ -150,6 +150,7 @@ def test_the_json_has_the_learning_curve(tmp_path, one_thread):
     history = info["history"]
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
     assert [r["loss"] for r in history] == info["loss"] and info["final_loss"] == info["loss"][-1]
+    assert all(set(r) == {"epoch", "loss", "lr", "val_miou", "val_pixel_accuracy"} for r in history)
     scored = [r["epoch"] for r in history if r["val_miou"] is not None]
     assert scored == [2, 4, 5]
     assert all(0 <= r["val_miou"] <= 1 and 0 <= r["val_pixel_accuracy"] <= 1 for r in history if r["val_miou"])
@@ -200,6 +201,7 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path, one_thread):
     killed_at = torch.load(ckpt, weights_only=True)["epoch"]
     assert 1 <= killed_at < 80 and not (layout.models / "full.pt").exists()
 
+    (layout.models / "stale.json").write_text("{}")  # the stage keeps only the checkpoints of its sources
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[train full] resuming after epoch" in done.stderr
@@ -208,7 +210,7 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path, one_thread):
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)
     info = yaml.safe_load((layout.models / "full.json").read_text())
     assert info["history"] == ref["history"] and info["loss"] == ref["loss"]
-    assert not ckpt.exists()
+    assert sorted(p.name for p in layout.models.iterdir()) == ["full.json", "full.pt"]
 
 
 def test_a_checkpoint_of_other_inputs_or_unreadable_is_not_resumed(tmp_path, capsys, one_thread):

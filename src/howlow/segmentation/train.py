@@ -129,6 +129,8 @@ def train_source(
     torch.manual_seed(t.seed)  # torchvision's random transforms draw from the global generator
 
     ckpt_path = checkpoint_path(out_dir, source)
+    for partial in out_dir.glob(f".{ckpt_path.name}.*.tmp"):  # a checkpoint being written when killed
+        partial.unlink()
     ckpt = resume(ckpt_path, key, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, generator=order)
     start, history, seconds = (ckpt["epoch"], ckpt["history"], ckpt["seconds"]) if ckpt else (0, [], 0.0)
     if ckpt:
@@ -151,6 +153,7 @@ def train_source(
             "loss": train_one_epoch(model, criterion, optimizer, train_loader, lr_scheduler, device, epoch),
             "lr": lr,
             "val_miou": None,
+            "val_pixel_accuracy": None,
         }
         seconds += time.perf_counter() - t0  # training time; the val scoring is not part of it
         if (t.eval_every and (epoch + 1) % t.eval_every == 0) or epoch + 1 == t.epochs:
