@@ -26,20 +26,41 @@ STUDIES = sorted(p.parent for p in (ROOT / "studies").glob("budget_*/dvc.yaml"))
 def fake_run(rule: str, seed: int, revealed: list[int], reached: list[bool], size=(10, 20)) -> dict:
     """A runs/<rule>-<seed>.json as budget-run writes it, for images a, b, ..."""
     h, w = size
-    images = [{"id": chr(97 + i), "height": h, "width": w, "revealed": n, "revealed_pct": 100 * n / (h * w),
-               "reached": ok, "rounds": 2, "final_accuracy": 0.99 if ok else 0.9, "seconds": 1.0,
-               "curve": [[n // 2, 0.5], [n, 0.99 if ok else 0.9]]} for i, (n, ok) in enumerate(zip(revealed, reached))]
-    return {"rule": rule, "seed": seed, "split": "val", "machine": "test machine, 2026-01-01", "wall_seconds": 2.0,
-            "images": images, "revealed": {im["id"]: [] for im in images}}
+    images = [
+        {
+            "id": chr(97 + i),
+            "height": h,
+            "width": w,
+            "revealed": n,
+            "revealed_pct": 100 * n / (h * w),
+            "reached": ok,
+            "rounds": 2,
+            "final_accuracy": 0.99 if ok else 0.9,
+            "seconds": 1.0,
+            "curve": [[n // 2, 0.5], [n, 0.99 if ok else 0.9]],
+        }
+        for i, (n, ok) in enumerate(zip(revealed, reached))
+    ]
+    return {
+        "rule": rule,
+        "seed": seed,
+        "split": "val",
+        "machine": "test machine, 2026-01-01",
+        "wall_seconds": 2.0,
+        "images": images,
+        "revealed": {im["id"]: [] for im in images},
+    }
 
 
 def test_aggregate_is_mean_and_std_over_seeds_of_per_seed_means_and_paired_differences():
-    runs = {("error_center", 0): fake_run("error_center", 0, [10, 20], [True, True]),
-            ("error_center", 1): fake_run("error_center", 1, [12, 30], [True, False]),
-            ("error_center", 2): fake_run("error_center", 2, [14, 16], [True, True]),
-            ("random", 0): fake_run("random", 0, [20, 40], [True, False]),
-            ("random", 1): fake_run("random", 1, [30, 30], [False, False]),
-            ("random", 2): fake_run("random", 2, [18, 22], [True, True])}
+    runs = {
+        ("error_center", 0): fake_run("error_center", 0, [10, 20], [True, True]),
+        ("error_center", 1): fake_run("error_center", 1, [12, 30], [True, False]),
+        ("error_center", 2): fake_run("error_center", 2, [14, 16], [True, True]),
+        ("random", 0): fake_run("random", 0, [20, 40], [True, False]),
+        ("random", 1): fake_run("random", 1, [30, 30], [False, False]),
+        ("random", 2): fake_run("random", 2, [18, 22], [True, True]),
+    }
     agg = aggregate(runs, ["error_center", "random"], [0, 1, 2])
     ec, rnd = agg["table"]
     assert ec["rule"] == "error_center" and ec["seeds"] == 3
@@ -83,8 +104,14 @@ def test_report_names_a_missing_run(tmp_path):
     params = load_params(ROOT / "params.yaml", ["budget.strategies=[error_center]", "budget.seeds=[0, 1]"])
     with pytest.raises(DataError, match=r"runs/error_center-1.json: not found"):
         report.run(params, Layout(tmp_path))
-    done = howlow("budget-report", "-p", str(ROOT / "params.yaml"), "budget.strategies=[error_center]",
-                  "budget.seeds=[0,1]", cwd=tmp_path)
+    done = howlow(
+        "budget-report",
+        "-p",
+        str(ROOT / "params.yaml"),
+        "budget.strategies=[error_center]",
+        "budget.seeds=[0,1]",
+        cwd=tmp_path,
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "error_center-1.json" in done.stderr
 
 
@@ -104,9 +131,13 @@ def test_order_schedules_keep_the_same_pixels_and_round_sizes():
 
 
 def test_accuracy_at_a_budget_takes_the_last_point_before_it():
-    curves = [{"strategy": "r", "image": "a", "revealed_pct": x, "accuracy": y}
-              for x, y in ((0.01, 0.5), (0.04, 0.9), (0.08, 0.8), (0.2, 0.99))]
-    curves += [{"strategy": "r", "image": "b", "revealed_pct": x, "accuracy": y} for x, y in ((0.01, 0.6), (0.03, 0.98))]
+    curves = [
+        {"strategy": "r", "image": "a", "revealed_pct": x, "accuracy": y}
+        for x, y in ((0.01, 0.5), (0.04, 0.9), (0.08, 0.8), (0.2, 0.99))
+    ]
+    curves += [
+        {"strategy": "r", "image": "b", "revealed_pct": x, "accuracy": y} for x, y in ((0.01, 0.6), (0.03, 0.98))
+    ]
     at = accuracy_at(curves, (0.05, 0.1))["r"]
     assert at[0.05] == pytest.approx((0.9 + 0.98) / 2) and at[0.1] == pytest.approx((0.8 + 0.98) / 2)
 
@@ -137,12 +168,22 @@ def test_study_pipeline_end_to_end_with_experiments_and_run_cache(project):
     study.mkdir()
     shutil.copy(ROOT / "studies" / "budget_camvid_small" / "dvc.yaml", study / "dvc.yaml")
     shutil.copy(ROOT / "studies" / "budget_camvid_small" / ".dvcignore", study / ".dvcignore")
-    (study / "params.yaml").write_text(yaml.safe_dump({
-        "data": {"synthetic": {"n_train": 1, "n_val": 3, "height": 48, "width": 64}},
-        "oracle": {"target_accuracy": 0.9},
-        "budget": {"strategies": ["error_center", "random"], "seeds": [0], "split": "val", "images": 0,
-                   "training_order": True},
-        "runtime": {"threads": 1, "oracle_batch": 3}}))
+    (study / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": {"synthetic": {"n_train": 1, "n_val": 3, "height": 48, "width": 64}},
+                "oracle": {"target_accuracy": 0.9},
+                "budget": {
+                    "strategies": ["error_center", "random"],
+                    "seeds": [0],
+                    "split": "val",
+                    "images": 0,
+                    "training_order": True,
+                },
+                "runtime": {"threads": 1, "oracle_batch": 3},
+            }
+        )
+    )
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "tiny study"], project, env)
 
@@ -154,13 +195,24 @@ def test_study_pipeline_end_to_end_with_experiments_and_run_cache(project):
     assert set(rep["training_order"]["final_accuracy"]) == {"reveal order", "all at once", "shuffled"}
     # replaying the reveal order with the same seed is the Oracle's own training
     assert rep["training_order"]["final_accuracy"]["reveal order"] == pytest.approx(
-        rep["table"][0]["final_accuracy"]["mean"], abs=0.02)
+        rep["table"][0]["final_accuracy"]["mean"], abs=0.02
+    )
     assert (study / "results" / "curves.png").stat().st_size > 0
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "tiny study results"], project, env)
 
-    sweep = run(["dvc", "exp", "run", "studies/budget_tiny/dvc.yaml", "-S",
-                 "studies/budget_tiny/params.yaml:budget.seeds=[0,1]"], project, env).stdout
+    sweep = run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "studies/budget_tiny/dvc.yaml",
+            "-S",
+            "studies/budget_tiny/params.yaml:budget.seeds=[0,1]",
+        ],
+        project,
+        env,
+    ).stdout
     assert sorted(_stages_run(sweep)) == ["report", "run@error_center-1", "run@random-1"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project, env).stdout)
     exps = [e for row in shown for e in (row.get("experiments") or [])]
@@ -179,7 +231,8 @@ def test_study_pipeline_end_to_end_with_experiments_and_run_cache(project):
 
 def test_cli_maps_the_budget_commands_to_their_stage_functions():
     from howlow import cli
-    from howlow.studies.budget import order, run as run_stage
+    from howlow.studies.budget import order
+    from howlow.studies.budget import run as run_stage
 
     assert cli.entry("budget-run") is run_stage.run
     assert cli.entry("budget-order") is order.run

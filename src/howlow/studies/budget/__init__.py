@@ -1,4 +1,4 @@
-"""The per-image Oracle budget study, a DVC pipeline in `studies/<name>/` (reports/oracle_budget.md says how to run one).
+"""The per-image Oracle budget study: a DVC pipeline in `studies/<name>/` (how to run one: reports/oracle_budget.md).
 
 How few revealed pixels bring a per-image network, trained from scratch, to the target accuracy?
 A study folder holds `params.yaml` (a small overlay on the project's params.yaml) and `dvc.yaml`:
@@ -49,4 +49,6 @@ def items(params: Params, prepared: Prepared, seed: int) -> list[tuple[str, np.n
     """(id, image, label, per-image seed) of the selected images, as the Oracle takes them."""
     from ...oracle import image_seed
 
-    return [(r["id"], prepared.image(r), prepared.label(r), image_seed(seed, r["id"])) for r in selected(params, prepared)]
+    return [
+        (r["id"], prepared.image(r), prepared.label(r), image_seed(seed, r["id"])) for r in selected(params, prepared)
+    ]

@@ -30,8 +30,9 @@ def run(params: Params, layout: Layout) -> dict:
         missing = [key for key, *_ in todo if key not in revealed]
         if missing:
             raise DataError(f"{source}: no revealed pixels for {missing[:3]}; rerun its stage")
-        orders = training_order(todo, revealed, prepared.n_classes, p, params.runtime.oracle_batch,
-                                params.runtime.device)
+        orders = training_order(
+            todo, revealed, prepared.n_classes, p, params.runtime.oracle_batch, params.runtime.device
+        )
         out = {"rule": p.strategy, "seed": p.seed, "images": len(todo), "final_accuracy": orders}
     write_json(order_path(layout), out)
     return out

@@ -33,27 +33,56 @@ def run(params: Params, layout: Layout) -> dict:
     def done(key: str, run: OracleRun) -> None:
         runs[key] = run
         last = run.curve[-1]
-        print(f"[budget-run {p.strategy}-{p.seed} {len(runs)}/{len(todo)}] {key}: {last['revealed']} px "
-              f"({100 * last['revealed_fraction']:.3f} %), acc {last['accuracy']:.4f}", file=sys.stderr, flush=True)
+        print(
+            f"[budget-run {p.strategy}-{p.seed} {len(runs)}/{len(todo)}] {key}: {last['revealed']} px "
+            f"({100 * last['revealed_fraction']:.3f} %), acc {last['accuracy']:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     t0 = time.perf_counter()
-    run_oracle_many(todo, prepared.n_classes, p, params.runtime.oracle_batch, done, params.runtime.device,
-                    params.runtime.select_workers)
+    run_oracle_many(
+        todo,
+        prepared.n_classes,
+        p,
+        params.runtime.oracle_batch,
+        done,
+        params.runtime.device,
+        params.runtime.select_workers,
+    )
     wall = time.perf_counter() - t0
     images = []
     for key, *_ in todo:  # in split order, whatever order the engine finished them in
         r, (h, w) = runs[key], shapes[key]
-        images.append({"id": key, "height": h, "width": w, "revealed": len(r.revealed),
-                       "revealed_pct": 100 * len(r.revealed) / (h * w), "reached": r.reached,
-                       "rounds": len(r.curve), "final_accuracy": r.curve[-1]["accuracy"],
-                       "seconds": round(r.seconds, 3),
-                       "curve": [[c["revealed"], round(c["accuracy"], 6)] for c in r.curve]})
-    out = {"rule": p.strategy, "seed": p.seed, "split": params.budget.split, "machine": machine(),
-           "wall_seconds": round(wall, 1), "images": images,
-           "revealed": {key: runs[key].revealed for key, *_ in todo}}
+        images.append(
+            {
+                "id": key,
+                "height": h,
+                "width": w,
+                "revealed": len(r.revealed),
+                "revealed_pct": 100 * len(r.revealed) / (h * w),
+                "reached": r.reached,
+                "rounds": len(r.curve),
+                "final_accuracy": r.curve[-1]["accuracy"],
+                "seconds": round(r.seconds, 3),
+                "curve": [[c["revealed"], round(c["accuracy"], 6)] for c in r.curve],
+            }
+        )
+    out = {
+        "rule": p.strategy,
+        "seed": p.seed,
+        "split": params.budget.split,
+        "machine": machine(),
+        "wall_seconds": round(wall, 1),
+        "images": images,
+        "revealed": {key: runs[key].revealed for key, *_ in todo},
+    }
     path = run_path(layout, p.strategy, p.seed)
     # one line: the revealed pixels are most of it (a few thousand [y, x, class, round] per Dubai tile)
     atomic_write_bytes(path, json.dumps(out, separators=(",", ":")).encode())
-    return {"run": str(path.relative_to(layout.root)), "images": len(images),
-            "mean_revealed_pct": sum(i["revealed_pct"] for i in images) / len(images),
-            "reached_fraction": sum(i["reached"] for i in images) / len(images)}
+    return {
+        "run": str(path.relative_to(layout.root)),
+        "images": len(images),
+        "mean_revealed_pct": sum(i["revealed_pct"] for i in images) / len(images),
+        "reached_fraction": sum(i["reached"] for i in images) / len(images),
+    }
