@@ -167,3 +167,19 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread):
     with pytest.raises(ParamsError, match=r"oracle\.target_accuracy"):
         annotate.oracle(params.model_copy(update={"oracle": params.oracle.model_copy(
             update={"target_accuracy": 0.95})}), layout)
+
+
+def test_cli_lists_the_study_commands_and_bad_input_exits_2(capsys):
+    from howlow.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"study-{c}" in out for c in ("oracle", "pseudolabel", "train", "convergence", "report", "track"))
+    params = str(ROOT / "params.yaml")
+    assert main(["study-train", "-p", params, "study.label_sources=[full,pseudo]", "train.label_sources=[pseudo]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "study.label_sources: remove 'full'" in err[0]
+    assert main(["study-oracle", "-p", params, "oracle.target_accuracy=0.5"]) == 2
+    assert "oracle.target_accuracy: 0.5 is not one of study.targets" in capsys.readouterr().err

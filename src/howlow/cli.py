@@ -42,7 +42,7 @@ COMMANDS = {
                     "data-set study: train and score one row (full@<seed>, train@<source>-<t>-<seed>)"),
     "study-convergence": ("howlow.studies.dataset.rows:convergence",
                           "data-set study: full for twice the epochs (stage convergence)"),
-    "study-report": ("howlow.studies.dataset.report:run", "data-set study: mean ± std, % of full, paired differences"),
+    "study-report": ("howlow.studies.dataset.report:run", "data-set study: mean ± std, share of full, paired differences"),
     "study-track": ("howlow.studies.dataset.track:run", "data-set study: one MLflow run per row"),
     "serve": ("flows.pipeline:serve", "serve the Prefect pipeline flow on the cron schedule of params.yaml"),
 }
