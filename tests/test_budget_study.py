@@ -152,6 +152,12 @@ def test_every_study_shares_the_pipeline_and_sets_what_it_tracks():
         assert {"data", "oracle"} <= set(overlay), study
         assert {"strategies", "seeds", "split", "images", "training_order"} <= set(overlay["budget"]), study
         load_params([ROOT / "params.yaml", study / "params.yaml"])
+    # the keys the commands set on the command line are not tracked in the project's params.yaml, so
+    # the main pipeline's experiments on them do not invalidate a study's runs
+    stages = yaml.safe_load(pipeline)["stages"]
+    for name in ("run", "order", "report"):
+        project_keys = next(p["../../params.yaml"] for p in stages[name]["params"] if isinstance(p, dict))
+        assert not {"oracle", "oracle.strategy", "oracle.seed"} & set(project_keys), name
 
 
 def _stages_run(out: str) -> list[str]:
