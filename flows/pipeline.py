@@ -72,23 +72,36 @@ def dvc_commit() -> str:
     """Record the flow's outputs in dvc.lock (skipped outside a DVC repository)."""
     if not Path(".dvc").is_dir():
         return "not a DVC repository: outputs not recorded"
-    done = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", "dvc.yaml"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", "dvc.yaml"], capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise RuntimeError(f"dvc commit failed: {done.stderr.strip()}")
     return "outputs recorded in dvc.lock"
 
 
 def _overrides(source, layout, strategy, target_accuracy, seed, overrides) -> list[str]:
-    named = {"data.source": source, "data.layout": layout, "oracle.strategy": strategy,
-             "oracle.target_accuracy": target_accuracy, "oracle.seed": seed}
+    named = {
+        "data.source": source,
+        "data.layout": layout,
+        "oracle.strategy": strategy,
+        "oracle.target_accuracy": target_accuracy,
+        "oracle.seed": seed,
+    }
     return [f"{k}={v}" for k, v in named.items() if v is not None] + list(overrides or [])
 
 
 @flow(name="howlow-pipeline", log_prints=True)
-def pipeline(params_path: str = "params.yaml", source: str | None = None, layout: str | None = None,
-             strategy: str | None = None, target_accuracy: float | None = None, seed: int | None = None,
-             overrides: list[str] | None = None, record_in_dvc: bool = True) -> dict:
+def pipeline(
+    params_path: str = "params.yaml",
+    source: str | None = None,
+    layout: str | None = None,
+    strategy: str | None = None,
+    target_accuracy: float | None = None,
+    seed: int | None = None,
+    overrides: list[str] | None = None,
+    record_in_dvc: bool = True,
+) -> dict:
     """validate -> per-image Oracle (mapped) -> pseudo-labels -> train -> evaluate -> MLflow."""
     logger = get_run_logger()
     params = load_params(params_path, _overrides(source, layout, strategy, target_accuracy, seed, overrides))
@@ -101,23 +114,32 @@ def pipeline(params_path: str = "params.yaml", source: str | None = None, layout
     if not summaries:
         raise RuntimeError(f"the oracle failed for every image ({len(failed)})")
     totals = oracle_summary_task(summaries, where)
-    logger.info("oracle: %d images, mean %.4f %% revealed, %.0f %% reached the target",
-                totals["images"], totals["mean_revealed_pct"], 100 * totals["reached_fraction"])
+    logger.info(
+        "oracle: %d images, mean %.4f %% revealed, %.0f %% reached the target",
+        totals["images"],
+        totals["mean_revealed_pct"],
+        100 * totals["reached_fraction"],
+    )
     pseudolabel_task(params, where)
     train_task(params, where)
     metrics = evaluate_task(params, where)
     run = track_task(params, where)
     if record_in_dvc:
         logger.info(dvc_commit())
-    return {"oracle": totals, "failed_images": failed, "mlflow_run_id": run["run_id"],
-            "dataset": {k: v["miou"] for k, v in metrics["dataset"].items()}}
+    return {
+        "oracle": totals,
+        "failed_images": failed,
+        "mlflow_run_id": run["run_id"],
+        "dataset": {k: v["miou"] for k, v in metrics["dataset"].items()},
+    }
 
 
 def deployment(params: Params):
     """The deployment `howlow serve` serves: the pipeline on params.yaml's `orchestration.cron`, named
     `orchestration.deployment`, with the run's parameters as defaults (shown in the Prefect UI)."""
-    return pipeline.to_deployment(name=params.orchestration.deployment, cron=params.orchestration.cron,
-                                  parameters=deployment_parameters(params))
+    return pipeline.to_deployment(
+        name=params.orchestration.deployment, cron=params.orchestration.cron, parameters=deployment_parameters(params)
+    )
 
 
 def serve(params: Params, layout: Layout | None = None) -> None:
@@ -128,9 +150,14 @@ def serve(params: Params, layout: Layout | None = None) -> None:
 
 
 def deployment_parameters(params: Params) -> dict:
-    return {"params_path": "params.yaml", "source": params.data.source, "layout": params.data.layout,
-            "strategy": params.oracle.strategy, "target_accuracy": params.oracle.target_accuracy,
-            "seed": params.oracle.seed}
+    return {
+        "params_path": "params.yaml",
+        "source": params.data.source,
+        "layout": params.data.layout,
+        "strategy": params.oracle.strategy,
+        "target_accuracy": params.oracle.target_accuracy,
+        "seed": params.oracle.seed,
+    }
 
 
 if __name__ == "__main__":

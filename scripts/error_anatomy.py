@@ -70,8 +70,9 @@ def edge_pairs(label: np.ndarray, axis: int) -> np.ndarray:
     return (a != b) & (a != VOID) & (b != VOID)
 
 
-def edge_step_profile(image: np.ndarray, label: np.ndarray, shifts=(-2, -1, 0, 1, 2),
-                      axis: int = 1) -> dict[int | str, float]:
+def edge_step_profile(
+    image: np.ndarray, label: np.ndarray, shifts=(-2, -1, 0, 1, 2), axis: int = 1
+) -> dict[int | str, float]:
     """Mean |RGB step| (sum over channels, 0-765) between neighbours along `axis` (1: horizontal
     neighbours, 0: vertical) at true label edges, shifted by s px along that axis; s = 0 is the edge
     itself, s > 0 lies right of it (axis 1) or below it (axis 0). "all" is the mean over every pair."""
@@ -114,8 +115,12 @@ def alignment(frames: list[tuple[np.ndarray, np.ndarray]]) -> dict:
         weights = np.array([edge_pairs(lab, axis).sum() for _, lab in edged], float)
         pooled = {k: float(np.average([p[k] for p in profiles], weights=weights)) for k in profiles[0]}
         per = np.array([step_offset(p) for p in profiles])
-        out[name] = {"profile": pooled, "offset": step_offset(pooled),
-                     "offset_per_frame_mean": float(per.mean()), "offset_per_frame_std": float(per.std())}
+        out[name] = {
+            "profile": pooled,
+            "offset": step_offset(pooled),
+            "offset_per_frame_mean": float(per.mean()),
+            "offset_per_frame_std": float(per.std()),
+        }
     return out
 
 
@@ -142,7 +147,7 @@ def anatomy(image: np.ndarray, label: np.ndarray, pred: np.ndarray, target: floa
         "errors_within_2px": float((err & band2).sum() / max(err.sum(), 1)),
         "band_1px_share": float((band1 & valid).sum() / n_valid),
         "accuracy_if_1px_band_fixed": acc(np.where(band1, label, pred)),
-        "error_regions": int(len(sizes)),
+        "error_regions": len(sizes),
         "largest_regions_to_target": n_regions_needed,
         "truth_refill_distance": acc(truth_refill["distance"]),
         "truth_refill_watershed": acc(truth_refill["watershed"]),
@@ -161,12 +166,19 @@ def run_alignment(a: argparse.Namespace, prepared, rows: list[dict]) -> int:
     print("axis | step at the edge shifted by -2 .. 2 px (mean over all pairs) | offset pooled | per frame")
     for name, v in r.items():
         prof = v["profile"]
-        print(f"{name} | " + " ".join(f"{prof[k]:.1f}" for k in (-2, -1, 0, 1, 2)) + f" ({prof['all']:.1f}) | "
-              f"{v['offset']:+.3f} | {v['offset_per_frame_mean']:+.3f} +/- {v['offset_per_frame_std']:.3f}")
+        print(
+            f"{name} | " + " ".join(f"{prof[k]:.1f}" for k in (-2, -1, 0, 1, 2)) + f" ({prof['all']:.1f}) | "
+            f"{v['offset']:+.3f} | {v['offset_per_frame_mean']:+.3f} +/- {v['offset_per_frame_std']:.3f}"
+        )
     out = Path(a.out).with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"params": a.params, "overrides": a.overrides, "frames": len(frames),
-                               "machine": machine(), "alignment": r}, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {"params": a.params, "overrides": a.overrides, "frames": len(frames), "machine": machine(), "alignment": r},
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {out}", flush=True)
     return 0
 
@@ -190,8 +202,11 @@ def figure(panels: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarra
         row[0].scatter(clicks[:, 1], clicks[:, 0], s=6, c="yellow", edgecolors="black", linewidths=0.3)
         row[0].set_title(f"{name}: {len(clicks)} clicks", fontsize=9)
         row[1].imshow(over)
-        row[1].set_title(f"errors: red within 1 px of a label edge, orange 2 px, blue farther "
-                         f"({100 * err.sum() / valid.sum():.1f} % wrong)", fontsize=8)
+        row[1].set_title(
+            f"errors: red within 1 px of a label edge, orange 2 px, blue farther "
+            f"({100 * err.sum() / valid.sum():.1f} % wrong)",
+            fontsize=8,
+        )
         for a in row:
             a.axis("off")
     fig.tight_layout()
@@ -210,16 +225,30 @@ def shrink_png(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-p", "--params", action="append", required=True,
-                    help="params files, overlaid in order (params.yaml -p studies/budget_camvid/params.yaml)")
-    ap.add_argument("--frames", default=None,
-                    help="indices into the config's split, or 'all' (default 0,25,50,75; with --alignment all)")
-    ap.add_argument("--alignment", action="store_true",
-                    help="no Oracle: measure how label edges sit on the image's colour edges, per axis")
+    ap.add_argument(
+        "-p",
+        "--params",
+        action="append",
+        required=True,
+        help="params files, overlaid in order (params.yaml -p studies/budget_camvid/params.yaml)",
+    )
+    ap.add_argument(
+        "--frames",
+        default=None,
+        help="indices into the config's split, or 'all' (default 0,25,50,75; with --alignment all)",
+    )
+    ap.add_argument(
+        "--alignment",
+        action="store_true",
+        help="no Oracle: measure how label edges sit on the image's colour edges, per axis",
+    )
     ap.add_argument("--pixels", type=int, default=173, help="stop the Oracle at this many revealed pixels")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="reports/oracle_budget/anatomy/error_anatomy",
-                    help="path stem of the .json and .png (kept out of the budget JSONs' folder)")
+    ap.add_argument(
+        "--out",
+        default="reports/oracle_budget/anatomy/error_anatomy",
+        help="path stem of the .json and .png (kept out of the budget JSONs' folder)",
+    )
     ap.add_argument("overrides", nargs="*", help="key=value overrides, as for howlow")
     a = ap.parse_args(argv)
     params = load_params(a.params, a.overrides)
@@ -232,33 +261,54 @@ def main(argv: list[str] | None = None) -> int:
     a.frames = a.frames or "0,25,50,75"
     use_runtime(params)
     results, panels = {}, []
-    print("frame | px | acc | err <=1px | <=2px | acc, 1-px band fixed | regions | largest to target | "
-          "truth refill dist / ws | pred refill dist / ws", flush=True)
+    print(
+        "frame | px | acc | err <=1px | <=2px | acc, 1-px band fixed | regions | largest to target | "
+        "truth refill dist / ws | pred refill dist / ws",
+        flush=True,
+    )
     for i in (int(s) for s in a.frames.split(",")):
         row = rows[i]
         image, label = prepared.image(row), prepared.label(row)
         # the Oracle stops before a round would pass the cap, so it ends at or just under a.pixels
-        p = params.oracle.model_copy(update={"seed": a.seed, "max_fraction": a.pixels / label.size,
-                                             "target_accuracy": 1.0})
+        p = params.oracle.model_copy(
+            update={"seed": a.seed, "max_fraction": a.pixels / label.size, "target_accuracy": 1.0}
+        )
         run = run_oracle(image, label, prepared.n_classes, p, image_seed(a.seed, row["id"]))
         r = anatomy(image, label, run.prediction, params.oracle.target_accuracy)
         r["revealed"] = len(run.revealed)
         results[row["id"]] = r
         clicks = np.asarray(run.revealed, np.int64).reshape(-1, 4)
         panels.append((row["id"], image, label, run.prediction, clicks))
-        print(f"{row['id']} | {r['revealed']} | {r['accuracy']:.4f} | {r['errors_within_1px']:.2f} | "
-              f"{r['errors_within_2px']:.2f} | {r['accuracy_if_1px_band_fixed']:.4f} | {r['error_regions']} | "
-              f"{r['largest_regions_to_target']} | {r['truth_refill_distance']:.4f} / "
-              f"{r['truth_refill_watershed']:.4f} | {r['prediction_refill_distance']:.4f} / "
-              f"{r['prediction_refill_watershed']:.4f}", flush=True)
+        print(
+            f"{row['id']} | {r['revealed']} | {r['accuracy']:.4f} | {r['errors_within_1px']:.2f} | "
+            f"{r['errors_within_2px']:.2f} | {r['accuracy_if_1px_band_fixed']:.4f} | {r['error_regions']} | "
+            f"{r['largest_regions_to_target']} | {r['truth_refill_distance']:.4f} / "
+            f"{r['truth_refill_watershed']:.4f} | {r['prediction_refill_distance']:.4f} / "
+            f"{r['prediction_refill_watershed']:.4f}",
+            flush=True,
+        )
         steps = r["edge_step"]
-        print("    colour step at the label edge shifted by s px: "
-              + ", ".join(f"{k}: {v:.0f}" for k, v in steps.items()), flush=True)
+        print(
+            "    colour step at the label edge shifted by s px: "
+            + ", ".join(f"{k}: {v:.0f}" for k, v in steps.items()),
+            flush=True,
+        )
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(
-        {"params": a.params, "overrides": a.overrides, "pixels": a.pixels, "seed": a.seed,
-         "machine": machine(), "frames": results}, indent=1) + "\n")
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "params": a.params,
+                "overrides": a.overrides,
+                "pixels": a.pixels,
+                "seed": a.seed,
+                "machine": machine(),
+                "frames": results,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     figure(panels[:3], out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}", flush=True)
     return 0

@@ -60,8 +60,7 @@ def project_env(tmp: Path) -> dict:
 
 def howlow(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m howlow.cli <args>` as a real subprocess in `cwd` (exit status checked by the caller)."""
-    return subprocess.run([sys.executable, "-m", "howlow.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True)
+    return subprocess.run([sys.executable, "-m", "howlow.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 def write_params(folder: Path, extra: dict | None = None) -> Path:
@@ -104,8 +103,9 @@ def prefect_server():
 def project(tmp_path) -> Path:
     """A git + DVC copy of the project (tracked and unignored files) with tiny params, committed."""
     dest = tmp_path / "project"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for rel in files:
         src = ROOT / rel
         if src.is_file() and not rel.startswith(("eval/", "data/", "models/", "reports/validation")):

@@ -15,8 +15,11 @@ from PIL import Image
 from conftest import ROOT, howlow
 
 H, W = 16, 20
-CLASSES = [{"id": 0, "name": "sky", "color": "#0000ff"}, {"id": 1, "name": "road", "color": "#505050"},
-           {"id": 2, "name": "car", "color": "#dc143c"}]
+CLASSES = [
+    {"id": 0, "name": "sky", "color": "#0000ff"},
+    {"id": 1, "name": "road", "color": "#505050"},
+    {"id": 2, "name": "car", "color": "#dc143c"},
+]
 NAMES = (("train", "a"), ("train", "b"), ("val", "c"))
 
 
@@ -59,7 +62,7 @@ def fails(stage: str, cwd: Path, *overrides: str, data: tuple[str, ...] = DATA) 
     assert done.stdout == ""
     # nothing half-written by prepare, whatever the stage
     assert not (cwd / "data" / ".prepared.tmp").exists()
-    return done.stderr[done.stderr.index(f"howlow {stage}: error: "):]
+    return done.stderr[done.stderr.index(f"howlow {stage}: error: ") :]
 
 
 def prepare_ok(cwd: Path) -> None:
@@ -112,8 +115,10 @@ def test_image_label_size_mismatch_fails_validation(work):
     prepare_ok(work)
     err = fails("validate", work)
     assert "label width must equal image width:" in err
-    assert f"{Path('data/prepared/train/labels/b.png')} (source: {bad}): label size {W - 2}x{H} != " \
-           f"image size {W}x{H}" in err
+    assert (
+        f"{Path('data/prepared/train/labels/b.png')} (source: {bad}): label size {W - 2}x{H} != "
+        f"image size {W}x{H}" in err
+    )
     # only b breaks a rule
     assert "labels/a.png" not in err and "labels/c.png" not in err
     summary = json.loads((work / "reports/validation/summary.json").read_text())

@@ -21,12 +21,19 @@ def workdir(tmp_path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("override, key, rule", [
-    ("oracle.strategy=best", "oracle.strategy", "Input should be 'random', 'random_error', 'error_center', 'margin', 'entropy' or 'pixelpick'"),
-    ("oracle.target_accuracy=1.5", "oracle.target_accuracy", "less than or equal to 1"),
-    ("oracle.pixels_per_round=-3", "oracle.pixels_per_round", "greater than or equal to 1"),
-    ("orcale.seed=1", "orcale", "unknown key"),
-])
+@pytest.mark.parametrize(
+    "override, key, rule",
+    [
+        (
+            "oracle.strategy=best",
+            "oracle.strategy",
+            "Input should be 'random', 'random_error', 'error_center', 'margin', 'entropy' or 'pixelpick'",
+        ),
+        ("oracle.target_accuracy=1.5", "oracle.target_accuracy", "less than or equal to 1"),
+        ("oracle.pixels_per_round=-3", "oracle.pixels_per_round", "greater than or equal to 1"),
+        ("orcale.seed=1", "orcale", "unknown key"),
+    ],
+)
 def test_invalid_params_exit_2_naming_file_and_key(workdir, override, key, rule):
     done = howlow("prepare", override, cwd=workdir)
     assert done.returncode == 2
@@ -52,8 +59,10 @@ def test_stage_before_its_inputs_says_what_to_run(workdir):
 def test_prepare_writes_the_embedded_default(workdir):
     done = howlow("prepare", "data.synthetic.n_train=2", "data.synthetic.n_val=1", cwd=workdir)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (workdir / "data/prepared/train/images").iterdir()) == \
-        ["syn_train_000.png", "syn_train_001.png"]
+    assert sorted(p.name for p in (workdir / "data/prepared/train/images").iterdir()) == [
+        "syn_train_000.png",
+        "syn_train_001.png",
+    ]
 
 
 def test_cuda_without_a_gpu_is_a_params_error(workdir):

@@ -21,8 +21,8 @@ N_TRAIN = 4
 def prepared_params(folder: Path, *overrides: str):
     """params.yaml (TINY, N_TRAIN images) in `folder`, its data set prepared; the loaded params and ids."""
     from howlow.data import load_prepared, prepare
-    from howlow.stages.oracle import image_ids
     from howlow.params import load_params
+    from howlow.stages.oracle import image_ids
 
     write_params(folder, {"data": {"synthetic": {"n_train": N_TRAIN, "n_val": 1}}})
     params = load_params(folder / "params.yaml", list(overrides))
@@ -55,8 +55,10 @@ def test_oracle_fanout_on_dask_workers_equals_local_threads(tmp_path, monkeypatc
     local_summaries, failed = oracle_fanout.with_options(task_runner=runner)(local_params, ids, str(local_dir))
     assert failed == []
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(2, timeout=240)
         workers = set(client.scheduler_info()["workers"])
         worker_pids = set(client.run(os.getpid).values())

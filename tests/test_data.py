@@ -47,8 +47,7 @@ def write_segnet(root: Path, names=(("train", "a"), ("train", "b"), ("val", "c")
     return root
 
 
-def write_images_labels(root: Path, names=(("train", "a"), ("train", "b"), ("val", "c")),
-                        image_ext=".jpg") -> Path:
+def write_images_labels(root: Path, names=(("train", "a"), ("train", "b"), ("val", "c")), image_ext=".jpg") -> Path:
     for i, (split, stem) in enumerate(names):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
@@ -63,8 +62,7 @@ def folder_params(layout: str, source: str = "src", **data) -> Params:
 
 
 def synthetic_params(**syn) -> Params:
-    return make_params({"data": {"synthetic": {"n_train": 2, "n_val": 1, "height": 32, "width": 40,
-                                                         **syn}}})
+    return make_params({"data": {"synthetic": {"n_train": 2, "n_val": 1, "height": 32, "width": 40, **syn}}})
 
 
 def manifest() -> list[dict]:
@@ -84,8 +82,10 @@ def test_segnet_layout_maps_void_to_255():
     assert 11 not in label
     np.testing.assert_array_equal(read_image(OUT / "val/images/c.png"), rgb(2))
     assert read_json(OUT / "classes.json") == [
-        {"id": 0, "name": "sky", "color": "#0000ff"}, {"id": 1, "name": "road", "color": ""},
-        {"id": 2, "name": "car", "color": ""}]
+        {"id": 0, "name": "sky", "color": "#0000ff"},
+        {"id": 1, "name": "road", "color": ""},
+        {"id": 2, "name": "car", "color": ""},
+    ]
     assert rows[0]["source_image"] == str(Path("src/train/a.png"))
     assert rows[0]["source_label"] == str(Path("src/trainannot/a.png"))
     assert rows[0]["label_ids"] == "0 1 2 255" and rows[0]["bad_label_pixels"] == "0"
@@ -129,11 +129,15 @@ def test_synthetic_is_deterministic_and_sized():
     """Same seed: identical images and labels; another seed: different; configured size and counts."""
     a, classes = synthetic_samples(synthetic_params())
     b, _ = synthetic_samples(synthetic_params())
-    c, _ = synthetic_samples(make_params({"data": {"seed": 1, "synthetic": {
-        "n_train": 2, "n_val": 1, "height": 32, "width": 40}}}))
+    c, _ = synthetic_samples(
+        make_params({"data": {"seed": 1, "synthetic": {"n_train": 2, "n_val": 1, "height": 32, "width": 40}}})
+    )
     assert classes == SYNTHETIC_CLASSES
-    assert [(s.split, s.id) for s in a] == [("train", "syn_train_000"), ("train", "syn_train_001"),
-                                            ("val", "syn_val_000")]
+    assert [(s.split, s.id) for s in a] == [
+        ("train", "syn_train_000"),
+        ("train", "syn_train_001"),
+        ("val", "syn_val_000"),
+    ]
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x.image, y.image)
         np.testing.assert_array_equal(x.label, y.label)
@@ -154,8 +158,7 @@ def test_synthetic_prepare_has_every_class_and_void():
     rows = manifest()
     assert sum(r["split"] == "train" for r in rows) == 6 and sum(r["split"] == "val" for r in rows) == 2
     assert all((r["height"], r["width"]) == ("32", "40") for r in rows)
-    train = {int(r["class_id"]): int(r["pixels"]) for r in read_csv(OUT / "class_pixels.csv")
-             if r["split"] == "train"}
+    train = {int(r["class_id"]): int(r["pixels"]) for r in read_csv(OUT / "class_pixels.csv") if r["split"] == "train"}
     assert sorted(train) == list(range(len(SYNTHETIC_CLASSES))) and all(v > 0 for v in train.values())
     assert any(float(r["void_fraction"]) > 0 for r in rows)
     assert all(int(r["bad_label_pixels"]) == 0 for r in rows)
@@ -171,7 +174,8 @@ def test_scale_bilinear_images_nearest_labels():
         (root / "labels" / split).mkdir(parents=True)
         stripes = (np.arange(40) % 2 == 0)[None].repeat(30, 0)  # 1-px columns
         Image.fromarray(np.where(stripes, 200, 0).astype(np.uint8)[..., None].repeat(3, 2)).save(
-            root / "images" / split / "s.png")
+            root / "images" / split / "s.png"
+        )
         Image.fromarray(np.where(stripes, 2, 0).astype(np.uint8)).save(root / "labels" / split / "s.png")
     (root / "classes.json").write_text(json.dumps(CLASSES))
     prepare(folder_params("images_labels", scale=0.5), OUT)
@@ -209,10 +213,20 @@ def test_manifest_columns_and_values():
     assert (OUT / "manifest.csv").read_text().splitlines()[0] == ",".join(MANIFEST_COLUMNS)
     a, b, c = manifest()
     assert a == {
-        "id": "a", "split": "train", "image": "train/images/a.png", "label": "train/labels/a.png",
-        "height": str(H), "width": str(W), "label_height": str(H), "label_width": str(W), "channels": "3",
-        "label_dtype": "uint8", "void_fraction": str(round(3 / (H * W), 6)), "bad_label_pixels": "0",
-        "label_ids": "0 1 2 255", "source_image": str(Path("src/images/train/a.png")),
+        "id": "a",
+        "split": "train",
+        "image": "train/images/a.png",
+        "label": "train/labels/a.png",
+        "height": str(H),
+        "width": str(W),
+        "label_height": str(H),
+        "label_width": str(W),
+        "channels": "3",
+        "label_dtype": "uint8",
+        "void_fraction": str(round(3 / (H * W), 6)),
+        "bad_label_pixels": "0",
+        "label_ids": "0 1 2 255",
+        "source_image": str(Path("src/images/train/a.png")),
         "source_label": str(Path("src/labels/train/a.png")),
     }
     assert b["bad_label_pixels"] == "2" and b["label_ids"] == "0 1 2 7 9 255"
@@ -238,6 +252,7 @@ def _remove(path: str):
     def edit(root: Path):
         target = root / path if path else root
         shutil.rmtree(target) if target.is_dir() else target.unlink()
+
     return edit
 
 
@@ -267,18 +282,31 @@ def _orphan_label(root: Path):
     Image.fromarray(band_label()).save(root / "labels/val/zz.png")
 
 
-@pytest.mark.parametrize("edit, path, rule", [
-    (_remove("classes.json"), "src/classes.json", "classes.json is missing"),
-    (_classes_gap, "src/classes.json", "without gaps"),
-    (_rgb_label, "src/labels/train/b.png", "single-channel"),
-    (_label16, "src/labels/train/b.png", "8-bit"),
-    (_truncated_image, "src/images/train/b.png", "cannot be read as an image"),
-    (_garbage_image, "src/images/val/c.png", "cannot be read as an image"),
-    (_remove("labels/train/b.png"), "src/images/train/b.png", "no label map"),
-    (_orphan_label, "src/labels/val/zz.png", "without an image"),
-    (_remove(""), "src", "folder not found"),
-], ids=["no_classes", "class_gap", "rgb_label", "label_16bit", "truncated_png", "corrupt_png",
-        "image_without_label", "label_without_image", "missing_source"])
+@pytest.mark.parametrize(
+    "edit, path, rule",
+    [
+        (_remove("classes.json"), "src/classes.json", "classes.json is missing"),
+        (_classes_gap, "src/classes.json", "without gaps"),
+        (_rgb_label, "src/labels/train/b.png", "single-channel"),
+        (_label16, "src/labels/train/b.png", "8-bit"),
+        (_truncated_image, "src/images/train/b.png", "cannot be read as an image"),
+        (_garbage_image, "src/images/val/c.png", "cannot be read as an image"),
+        (_remove("labels/train/b.png"), "src/images/train/b.png", "no label map"),
+        (_orphan_label, "src/labels/val/zz.png", "without an image"),
+        (_remove(""), "src", "folder not found"),
+    ],
+    ids=[
+        "no_classes",
+        "class_gap",
+        "rgb_label",
+        "label_16bit",
+        "truncated_png",
+        "corrupt_png",
+        "image_without_label",
+        "label_without_image",
+        "missing_source",
+    ],
+)
 def test_errors_name_the_file_and_write_nothing(edit, path, rule):
     """Bad input: one DataError naming the offending file and the rule; data/prepared is not created."""
     root = write_images_labels(Path("src"), image_ext=".png")
@@ -297,7 +325,7 @@ def test_error_keeps_previous_prepared_output():
     prepare(folder_params("images_labels"), OUT)
     before = (OUT / "manifest.csv").read_text()
     _rgb_label(root)
-    with pytest.raises(DataError, match="labels/train/b.png"):
+    with pytest.raises(DataError, match=r"labels/train/b\.png"):
         prepare(folder_params("images_labels"), OUT)
     assert (OUT / "manifest.csv").read_text() == before
     assert sorted(p.name for p in OUT.parent.iterdir()) == ["prepared"]

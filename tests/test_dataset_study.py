@@ -24,16 +24,30 @@ TINY_STUDY = {
     "data": {"synthetic": {"n_train": 3, "n_val": 2, "height": 48, "width": 64}},
     "oracle": {"target_accuracy": 0.9},
     "train": {"width": 4, "depth": 2, "epochs": 3, "batch_size": 2, "crop": [32, 48]},
-    "study": {"targets": [0.9], "seeds": [0, 1], "label_sources": ["pseudo", "sparse", "random"],
-              "convergence_check": True},
+    "study": {
+        "targets": [0.9],
+        "seeds": [0, 1],
+        "label_sources": ["pseudo", "sparse", "random"],
+        "convergence_check": True,
+    },
     "runtime": {"threads": 1},
 }
 
 
 def _row(source, target, seed, miou, **extra):
-    return {"source": source, "target": target, "seed": seed, "miou": miou, "pixel_accuracy": 0.9,
-            "annotated_pct": 100 if source == "full" else 1, "annotated_px_per_image": 10, "train_seconds": 1,
-            "oracle_reached_fraction": None if source == "full" else 1.0, "per_class_iou": {"a": miou}, **extra}
+    return {
+        "source": source,
+        "target": target,
+        "seed": seed,
+        "miou": miou,
+        "pixel_accuracy": 0.9,
+        "annotated_pct": 100 if source == "full" else 1,
+        "annotated_px_per_image": 10,
+        "train_seconds": 1,
+        "oracle_reached_fraction": None if source == "full" else 1.0,
+        "per_class_iou": {"a": miou},
+        **extra,
+    }
 
 
 def test_aggregate_means_stds_and_percent_of_full():
@@ -129,8 +143,14 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
     overlay = yaml.safe_load((study / "params.yaml").read_text())
     overlay["study"]["seeds"] = [0, 1, 2]
     (study / "params.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
-    status = subprocess.run(["dvc", "status", "--json", "studies/dataset_tiny/dvc.yaml"], cwd=project, env=env,
-                            capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(
+        ["dvc", "status", "--json", "studies/dataset_tiny/dvc.yaml"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     stale = {name.split(":")[-1] for name in json.loads(status)}
     assert stale == {"full@2", "train@pseudo-0.9-2", "train@sparse-0.9-2", "train@random-0.9-2", "report"}, stale
 
@@ -146,10 +166,15 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread):
     from howlow.studies.dataset import annotate, rows
 
     (tmp_path / ".dvc").mkdir()  # the project root, where a relative data.source is read
-    params = make_params({**TINY_STUDY, "data": {**TINY_STUDY["data"], "scale": 0.5},
-                          "oracle": {"target_accuracy": 0.9, "steps_per_round": 30},
-                          "train": {**TINY_STUDY["train"], "crop": [16, 24], "epochs": 1},
-                          "study": {**TINY_STUDY["study"], "oracle_scale": 1.0}})
+    params = make_params(
+        {
+            **TINY_STUDY,
+            "data": {**TINY_STUDY["data"], "scale": 0.5},
+            "oracle": {"target_accuracy": 0.9, "steps_per_round": 30},
+            "train": {**TINY_STUDY["train"], "crop": [16, 24], "epochs": 1},
+            "study": {**TINY_STUDY["study"], "oracle_scale": 1.0},
+        }
+    )
     layout = Layout(tmp_path)
     prepare.run(params, layout)
     annotate.prepare_oracle(params, layout)
@@ -165,8 +190,9 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread):
         assert row["annotated_pct"] == pytest.approx(100 * revealed / (3 * 48 * 64))
         assert (tmp_path / "rows" / row["name"] / f"{source}.pt").is_file()
     with pytest.raises(ParamsError, match=r"oracle\.target_accuracy"):
-        annotate.oracle(params.model_copy(update={"oracle": params.oracle.model_copy(
-            update={"target_accuracy": 0.95})}), layout)
+        annotate.oracle(
+            params.model_copy(update={"oracle": params.oracle.model_copy(update={"target_accuracy": 0.95})}), layout
+        )
 
 
 def test_cli_lists_the_study_commands_and_bad_input_exits_2(capsys):

@@ -25,13 +25,19 @@ def read_deployment(name: str):
     async def read():
         async with get_client() as client:
             return await client.read_deployment_by_name(f"howlow-pipeline/{name}")
+
     return asyncio.run(read())
 
 
 def expected_parameters(params: dict) -> dict:
-    return {"params_path": "params.yaml", "source": params["data"]["source"],
-            "layout": params["data"]["layout"], "strategy": params["oracle"]["strategy"],
-            "target_accuracy": params["oracle"]["target_accuracy"], "seed": params["oracle"]["seed"]}
+    return {
+        "params_path": "params.yaml",
+        "source": params["data"]["source"],
+        "layout": params["data"]["layout"],
+        "strategy": params["oracle"]["strategy"],
+        "target_accuracy": params["oracle"]["target_accuracy"],
+        "seed": params["oracle"]["seed"],
+    }
 
 
 @pytest.fixture
@@ -63,14 +69,20 @@ def test_deployment_from_params_registers_name_cron_and_parameters(prefect_serve
     assert set(stored.parameters) <= set(stored.parameter_openapi_schema["properties"])
 
     # a different params file gives a different deployment: nothing is hard-coded
-    other = load_params(ROOT / "params.yaml", ["orchestration.deployment=howlow-hourly",
-                                               "orchestration.cron=0 * * * *", "oracle.strategy=random",
-                                               "oracle.target_accuracy=0.95", "oracle.seed=7"])
+    other = load_params(
+        ROOT / "params.yaml",
+        [
+            "orchestration.deployment=howlow-hourly",
+            "orchestration.cron=0 * * * *",
+            "oracle.strategy=random",
+            "oracle.target_accuracy=0.95",
+            "oracle.seed=7",
+        ],
+    )
     pipeline_module.deployment(other).apply()
     hourly = read_deployment("howlow-hourly")
     assert [s.schedule.cron for s in hourly.schedules] == ["0 * * * *"]
-    assert hourly.parameters == {**expected_parameters(raw), "strategy": "random", "target_accuracy": 0.95,
-                                 "seed": 7}
+    assert hourly.parameters == {**expected_parameters(raw), "strategy": "random", "target_accuracy": 0.95, "seed": 7}
 
     # the per-image Oracle task retries before an image counts as failed
     task = pipeline_module.oracle_image_task
@@ -85,9 +97,21 @@ def test_howlow_serve_registers_the_deployment(prefect_server, tmp_path):
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONUNBUFFERED": "1"}
     name = "howlow-served"
     log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "howlow.cli", "serve", f"orchestration.deployment={name}",
-                             "orchestration.cron=30 2 * * 1"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "howlow.cli",
+            "serve",
+            f"orchestration.deployment={name}",
+            "orchestration.cron=30 2 * * 1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while True:

@@ -10,7 +10,6 @@ from pathlib import Path
 from conftest import TINY, howlow, untimed, write_params
 
 
-
 def oracle_run(folder: Path, *overrides: str) -> Path:
     # one torch thread: the same results as with more (same machine, same count), and on a busy 2-core
     # machine several threads per process make the oracle many times slower
@@ -37,15 +36,16 @@ def test_same_seed_same_results_other_seed_other_pixels(tmp_path):
     ids = [f"syn_train_{i:03d}" for i in range(n_train)]
 
     ra, rb = results(a), results(b)
-    assert sorted(ra) == sorted(ids + ["totals"])
+    assert sorted(ra) == sorted([*ids, "totals"])
     for image_id in ids:
         assert ra[image_id]["revealed"], image_id
         # revealed pixels [y, x, class, round] in reveal order, the whole curve, the summary
         assert ra[image_id] == rb[image_id], image_id
     assert ra["totals"] == rb["totals"]
     assert summary_rows(a) == summary_rows(b)
-    assert (tmp_path / "a/eval/plots/oracle_curves.csv").read_text() == \
-        (tmp_path / "b/eval/plots/oracle_curves.csv").read_text()
+    assert (tmp_path / "a/eval/plots/oracle_curves.csv").read_text() == (
+        tmp_path / "b/eval/plots/oracle_curves.csv"
+    ).read_text()
 
     c = oracle_run(tmp_path / "c", "oracle.seed=1")
     rc = results(c)

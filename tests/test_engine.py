@@ -9,10 +9,10 @@ import torch
 
 from conftest import unit_oracle
 from howlow.data import synthetic_scene
-from howlow.oracle.engine import SlotAdam
-from howlow.oracle.networks import PixelMLP, StackedMLP
 from howlow.oracle import oracle_network, run_oracle, run_oracle_many
+from howlow.oracle.engine import SlotAdam
 from howlow.oracle.features import image_features
+from howlow.oracle.networks import PixelMLP, StackedMLP
 
 K = 6
 
@@ -21,7 +21,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(sizes):
-    return [(f"im{i}", *synthetic_scene(np.random.default_rng(10 + i), h, w), 100 + i) for i, (h, w) in enumerate(sizes)]
+    return [
+        (f"im{i}", *synthetic_scene(np.random.default_rng(10 + i), h, w), 100 + i) for i, (h, w) in enumerate(sizes)
+    ]
 
 
 def params(**update):
@@ -170,7 +172,7 @@ def test_slot_adam_matches_torch_adam():
     w = torch.randn(1, 4, 3, requires_grad=True)
     ref = w.detach().clone().requires_grad_(True)
     ours, theirs = SlotAdam([w], 0.05), torch.optim.Adam([ref], lr=0.05)
-    for step in range(20):
+    for _step in range(20):
         data = torch.randn(4)
         for param, opt in ((w, ours), (ref, theirs)):
             param.grad = None

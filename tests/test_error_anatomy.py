@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 _spec = importlib.util.spec_from_file_location(
-    "error_anatomy", Path(__file__).resolve().parents[1] / "scripts" / "error_anatomy.py")
+    "error_anatomy", Path(__file__).resolve().parents[1] / "scripts" / "error_anatomy.py"
+)
 ea = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ea)
 
@@ -45,9 +46,9 @@ def test_a_shifted_edge_is_all_boundary_error():
 def test_largest_regions_to_target_counts_regions_by_size():
     image, label = halves(h=100, w=100, edge=100)  # one class
     pred = label.copy()
-    pred[0:10, 0:10] = 1   # 100 px
+    pred[0:10, 0:10] = 1  # 100 px
     pred[50:55, 50:55] = 1  # 25 px
-    pred[80, 80] = 1        # 1 px
+    pred[80, 80] = 1  # 1 px
     # 126 px wrong of 10,000: 98.74 %; reaching 99 % needs 26 fixed: the largest region alone
     assert ea.anatomy(image, label, pred, target=0.99)["largest_regions_to_target"] == 1
     # 99.9 % needs 116 fixed: the two largest
@@ -77,7 +78,7 @@ def test_figure_colours_errors_by_their_distance_to_the_edge(tmp_path):
 
     image, label = halves()
     pred = label.copy()
-    pred[:, 30] = 0   # a rim error on the edge
+    pred[:, 30] = 0  # a rim error on the edge
     pred[5:8, 5:8] = 1  # a region error far from it
     clicks = np.array([[10, 10, 0, 0], [10, 50, 1, 0]])
     out = tmp_path / "anatomy.png"

@@ -38,11 +38,14 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
         async with get_client() as client:
             parent = state.state_details.flow_run_id
             children = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])))
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent]))
+            )
             assert [c.name for c in children] and all(c.state.is_completed() for c in children)
             runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[parent, *(c.id for c in children)])))
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[parent, *(c.id for c in children)]))
+            )
             return [r.name for r in runs]
+
     names = asyncio.run(task_names())
     assert sum(n.startswith("oracle-syn_train_") for n in names) == n_train
     for stage in ("prepare", "validate", "pseudolabel", "train", "evaluate", "track"):
@@ -55,8 +58,11 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
     assert parent.data.params["oracle.target_accuracy"] == "0.9"
     assert parent.data.metrics["oracle.images"] == n_train
     assert "full.miou" in parent.data.metrics and "pseudo.mean_accuracy" in parent.data.metrics
-    children = mlflow.search_runs(experiment_ids=[parent.info.experiment_id], output_format="list",
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = mlflow.search_runs(
+        experiment_ids=[parent.info.experiment_id],
+        output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
     assert len(children) == n_train
     client = mlflow.MlflowClient()
     for child in children:

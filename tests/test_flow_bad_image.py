@@ -25,7 +25,7 @@ def write_dataset(root) -> None:
     """images_labels layout: 3 synthetic street scenes + 1 entirely void label in train, 1 scene in val."""
     from howlow.data import SYNTHETIC_CLASSES, synthetic_scene
 
-    names = [("train", n) for n in GOOD + [BAD]] + [("val", "street_val")]
+    names = [("train", n) for n in [*GOOD, BAD]] + [("val", "street_val")]
     for i, (split, stem) in enumerate(names):
         image, label = synthetic_scene(np.random.default_rng([7, i]), 48, 64)
         if stem == BAD:
@@ -42,11 +42,14 @@ def test_flow_completes_without_the_failing_image(tmp_path, monkeypatch, prefect
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
 
     write_dataset(tmp_path / "src")
-    write_params(tmp_path, {
-        "data": {"source": "src", "layout": "images_labels", "void_id": 255},
-        # let the all-void label through validation: the oracle stage is what must cope with it
-        "validate": {"max_void_fraction": 1.0, "min_class_pixels": 0},
-    })
+    write_params(
+        tmp_path,
+        {
+            "data": {"source": "src", "layout": "images_labels", "void_id": 255},
+            # let the all-void label through validation: the oracle stage is what must cope with it
+            "validate": {"max_void_fraction": 1.0, "min_class_pixels": 0},
+        },
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("HOWLOW_DASK_ADDRESS", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -76,7 +79,9 @@ def test_flow_completes_without_the_failing_image(tmp_path, monkeypatch, prefect
     async def bad_runs():
         async with get_client() as client:
             return await client.read_task_runs(
-                task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[f"oracle-{BAD}"])))
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[f"oracle-{BAD}"]))
+            )
+
     runs = asyncio.run(bad_runs())
     assert len(runs) == 1
     assert runs[0].state.is_failed() and runs[0].run_count == 3

@@ -74,8 +74,13 @@ def test_oracle_with_vote_is_what_pseudolabel_reproduces():
     labels, conf = predict_image(params, image, 6, run.model.state_dict(), run.revealed)
     np.testing.assert_array_equal(labels, run.prediction)
     assert conf.min() > 0 and conf.max() <= 1
-    plain, _ = predict_image(params.model_copy(update={"oracle": p.model_copy(update={"geodesic": 0.0})}),
-                             image, 6, run.model.state_dict(), run.revealed)
+    plain, _ = predict_image(
+        params.model_copy(update={"oracle": p.model_copy(update={"geodesic": 0.0})}),
+        image,
+        6,
+        run.model.state_dict(),
+        run.revealed,
+    )
     assert (plain != labels).any()
 
 

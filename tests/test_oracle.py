@@ -13,11 +13,11 @@ import torch
 from conftest import UNIT_ORACLE, make_params, unit_oracle
 from howlow.data import load_prepared, prepare, synthetic_scene
 from howlow.io import VOID, read_csv, read_json
-from howlow.metrics import confusion, pixel_accuracy
-from howlow.oracle.networks import StackedMLP
 from howlow.layout import Layout
+from howlow.metrics import confusion, pixel_accuracy
 from howlow.oracle import image_seed, oracle_network, run_oracle
 from howlow.oracle.features import grid_corners, image_features, n_features
+from howlow.oracle.networks import StackedMLP
 from howlow.params import Params
 from howlow.stages import oracle as oracle_stage
 from howlow.stages.oracle import load_result, oracle_image
@@ -111,8 +111,7 @@ def test_void_heavy_image_never_reveals_void():
     """Half the image void and most valid pixels revealed at random: still no void, no repeats."""
     image, label = unfittable(1)
     label[:, : W // 2] = VOID
-    p = oracle_params(strategy="random", target_accuracy=1.0, max_fraction=0.4, pixels_per_round=60,
-                      steps_per_round=5)
+    p = oracle_params(strategy="random", target_accuracy=1.0, max_fraction=0.4, pixels_per_round=60, steps_per_round=5)
     run = run_oracle(image, label, K, p, seed=0)
     check_bookkeeping(run, label, p)
     assert len(run.revealed) > 0.75 * (label != VOID).sum()  # so void would have been hit if allowed
@@ -124,8 +123,14 @@ def test_fewer_candidates_than_pixels_per_round():
     valid = np.zeros((H, W), bool)
     valid[5:10, 5:10] = True
     label[~valid] = VOID
-    p = oracle_params(strategy="random", target_accuracy=1.0, max_fraction=1.0, initial_pixels=20,
-                      pixels_per_round=10, steps_per_round=5)
+    p = oracle_params(
+        strategy="random",
+        target_accuracy=1.0,
+        max_fraction=1.0,
+        initial_pixels=20,
+        pixels_per_round=10,
+        steps_per_round=5,
+    )
     run = run_oracle(image, label, K, p, seed=0)
     check_bookkeeping(run, label, p)
     assert {(y, x) for y, x, *_ in run.revealed} == set(zip(*np.nonzero(valid)))
@@ -180,8 +185,12 @@ def test_fourier_position_cues():
     assert abs(np.corrcoef(got[0], expected)[0, 1]) > 0.999
     yy, xg = np.meshgrid(np.linspace(-1, 1, H), xx, indexing="ij")
     label = ((np.sin(np.pi * 2 * yy) > 0) ^ (np.sin(np.pi * 2 * xg) > 0)).astype(np.uint8)
-    runs = {f: run_oracle(image, label, 2, oracle_params(scales=[1.0], fourier=f, target_accuracy=0.98,
-                                                          max_fraction=0.25), seed=0) for f in (0, 3)}
+    runs = {
+        f: run_oracle(
+            image, label, 2, oracle_params(scales=[1.0], fourier=f, target_accuracy=0.98, max_fraction=0.25), seed=0
+        )
+        for f in (0, 3)
+    }
     assert runs[3].reached
     assert len(runs[3].revealed) < len(runs[0].revealed)
 
@@ -205,7 +214,7 @@ def test_grid_corners_interpolate_position():
         offset += (n + 1) ** 2
     p = oracle_params(scales=[1.0], grid=grid)
     x = image_features(np.zeros((h, w, 3), np.uint8), p)
-    assert x.shape[0] == n_features(p) and torch.equal(x[-8 * len(grid):], torch.from_numpy(c))
+    assert x.shape[0] == n_features(p) and torch.equal(x[-8 * len(grid) :], torch.from_numpy(c))
 
 
 def test_grid_node_moves_only_its_own_cells():
@@ -236,9 +245,16 @@ def test_grid_alone_carries_position():
     label = np.zeros((H, W), np.uint8)
     for y, x in [(3, 4), (5, 27), (14, 14), (22, 3), (24, 30), (12, 33)]:
         label[y : y + 6, x : x + 6] = 1
-    runs = {tuple(g): run_oracle(image, label, 2, oracle_params(scales=[1.0], coords=False, grid=g,
-                                                                target_accuracy=0.98, max_fraction=0.3), seed=0)
-            for g in ([], [4, 8])}
+    runs = {
+        tuple(g): run_oracle(
+            image,
+            label,
+            2,
+            oracle_params(scales=[1.0], coords=False, grid=g, target_accuracy=0.98, max_fraction=0.3),
+            seed=0,
+        )
+        for g in ([], [4, 8])
+    }
     assert runs[(4, 8)].reached
     assert not runs[()].reached
     assert runs[()].curve[-1]["accuracy"] <= (label == 0).mean() + 1e-9
@@ -246,11 +262,13 @@ def test_grid_alone_carries_position():
 
 # --------------------------------------------------------------------------- stage, outputs, resume
 def stage_params(**oracle_update) -> Params:
-    return make_params({
-        "data": {"synthetic": {"n_train": 2, "n_val": 1, "height": 32, "width": 40}},
-        "oracle": {**UNIT_ORACLE, "target_accuracy": 0.9, "max_fraction": 0.3, **oracle_update},
-        "runtime": {"threads": 1},
-    })
+    return make_params(
+        {
+            "data": {"synthetic": {"n_train": 2, "n_val": 1, "height": 32, "width": 40}},
+            "oracle": {**UNIT_ORACLE, "target_accuracy": 0.9, "max_fraction": 0.3, **oracle_update},
+            "runtime": {"threads": 1},
+        }
+    )
 
 
 def stamp(path: Path) -> tuple[int, int]:
@@ -310,7 +328,8 @@ def test_stage_outputs_and_resume(tmp_path):
     # a finished run: redone whole, to the same results
     again = oracle_stage.run(params, where)
     assert {k: v for k, v in again.items() if k != "mean_seconds"} == {
-        k: v for k, v in totals.items() if k != "mean_seconds"}
+        k: v for k, v in totals.items() if k != "mean_seconds"
+    }
     assert all(stamp(out / f"{i}.json") != before[i][0] for i in ids)
     before = {i: (stamp(out / f"{i}.json"), stamp(out / f"{i}.pt")) for i in ids}
 
@@ -327,7 +346,8 @@ def test_stage_outputs_and_resume(tmp_path):
     (out / "summary.csv").unlink()
     assert oracle_stage.run(fewer, where)["images"] == 1
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{ids[0]}.json", f"{ids[0]}.pt", "summary.csv", "totals.json"])
+        [f"{ids[0]}.json", f"{ids[0]}.pt", "summary.csv", "totals.json"]
+    )
 
 
 def test_stale_or_partial_result_is_recomputed(tmp_path):

@@ -20,10 +20,20 @@ def test_dvc_repro_runs_every_stage_and_records_outputs(project, tmp_path):
     for stage in STAGES:
         assert f"Running stage '{stage}'" in out.stdout
     # outputs of every stage
-    for path in ["data/prepared/manifest.csv", "reports/validation/docs/index.html", "data/oracle/summary.csv",
-                 "data/pseudo/metrics.json", "models/pseudo.pt", "models/full.pt", "models/sparse.pt",
-                 "models/random.pt", "eval/plots/oracle_curves.csv", "eval/plots/miou_by_source.csv",
-                 "eval/figures/budget_curves.png", "eval/mlflow_run.json"]:
+    for path in [
+        "data/prepared/manifest.csv",
+        "reports/validation/docs/index.html",
+        "data/oracle/summary.csv",
+        "data/pseudo/metrics.json",
+        "models/pseudo.pt",
+        "models/full.pt",
+        "models/sparse.pt",
+        "models/random.pt",
+        "eval/plots/oracle_curves.csv",
+        "eval/plots/miou_by_source.csv",
+        "eval/figures/budget_curves.png",
+        "eval/mlflow_run.json",
+    ]:
         assert (project / path).is_file(), path
     metrics = json.loads((project / "eval/metrics.json").read_text())
     assert metrics["oracle"]["images"] == 3

@@ -36,8 +36,13 @@ def claims() -> list[tuple[str, str]]:
     path = "reports/oracle_budget/camvid-val30-vote.json"
     t = budget(path)
     assert t["reached_fraction"]["mean"] == 1.0
-    out.append((path, f"**{t['revealed_pct']['mean']:.3f} ± {t['revealed_pct']['std']:.3f} %** "
-                      f"({t['revealed_px']['mean']:.0f} px), every frame reaches 98 %"))
+    out.append(
+        (
+            path,
+            f"**{t['revealed_pct']['mean']:.3f} ± {t['revealed_pct']['std']:.3f} %** "
+            f"({t['revealed_px']['mean']:.0f} px), every frame reaches 98 %",
+        )
+    )
     assert set(load(path)["setup"]["seeds"]) == {0, 1, 2} and load(path)["setup"]["images"] == 30
     path = "reports/oracle_budget/camvid-val101-vote.json"
     t = budget(path)
@@ -45,24 +50,40 @@ def claims() -> list[tuple[str, str]]:
     out.append((path, f"{t['revealed_pct']['mean']:.3f} % ({t['revealed_px']['mean']:.0f} px), every frame"))
     path = "reports/oracle_budget/dubai_aerial-vote-val9.json"
     t = budget(path)
-    out.append((path, f"{t['revealed_pct']['mean']:.3f} ± {t['revealed_pct']['std']:.3f} % "
-                      f"({t['revealed_px']['mean']:,.0f} px), capped at 1 %; "
-                      f"{100 * t['reached_fraction']['mean']:.0f} % of tiles reach 98 %"))
+    out.append(
+        (
+            path,
+            f"{t['revealed_pct']['mean']:.3f} ± {t['revealed_pct']['std']:.3f} % "
+            f"({t['revealed_px']['mean']:,.0f} px), capped at 1 %; "
+            f"{100 * t['reached_fraction']['mean']:.0f} % of tiles reach 98 %",
+        )
+    )
     path = "eval/metrics.json"
     m = load(path)
     d = m["dataset"]
-    out.append((path, f"{m['oracle']['mean_revealed_pct']:.3f} % ({m['oracle']['mean_revealed_px']:.1f} px) per "
-                      f"image; val mIoU pseudo {d['pseudo']['miou']:.3f}, full {d['full']['miou']:.3f}, "
-                      f"sparse {d['sparse']['miou']:.3f}, random {d['random']['miou']:.3f}"))
+    out.append(
+        (
+            path,
+            f"{m['oracle']['mean_revealed_pct']:.3f} % ({m['oracle']['mean_revealed_px']:.1f} px) per "
+            f"image; val mIoU pseudo {d['pseudo']['miou']:.3f}, full {d['full']['miou']:.3f}, "
+            f"sparse {d['sparse']['miou']:.3f}, random {d['random']['miou']:.3f}",
+        )
+    )
     path = "reports/dataset_level/camvid-vote.json"
     rows = load(path)["rows"]
     pseudo = seeds_of(rows, "pseudo", 0.95)
-    budget_pct = next(a["annotated_pct"] for a in load(path)["aggregate"] if a["source"] == "pseudo"
-                      and a["target"] == 0.95)
+    budget_pct = next(
+        a["annotated_pct"] for a in load(path)["aggregate"] if a["source"] == "pseudo" and a["target"] == 0.95
+    )
     out.append((path, f"pseudo-labels at {budget_pct:.3f} % vs random pixels"))
     out.append((path, interval(paired_difference(pseudo, seeds_of(rows, "random", 0.95)))))
-    out.append((path, interval(paired_difference(pseudo, seeds_of(rows, "full", None)))
-                + f" (full: {sum(seeds_of(rows, 'full', None)) / 3:.3f})"))
+    out.append(
+        (
+            path,
+            interval(paired_difference(pseudo, seeds_of(rows, "full", None)))
+            + f" (full: {sum(seeds_of(rows, 'full', None)) / 3:.3f})",
+        )
+    )
     return out
 
 

@@ -29,10 +29,19 @@ def test_oracle_and_pseudolabels_on_real_images(name, tmp_path):
     case = CASES[name]
     where = Layout(tmp_path)
     torch.set_num_threads(2)
-    params = make_params({
-        "data": {"source": str(root), "layout": case["layout"], "void_id": case["void_id"],
-                 "scale": case["scale"], "max_train": 2, "max_val": 1},
-        "oracle": {"max_fraction": 0.02}})  # caps the rounds: a smoke test, not a budget study
+    params = make_params(
+        {
+            "data": {
+                "source": str(root),
+                "layout": case["layout"],
+                "void_id": case["void_id"],
+                "scale": case["scale"],
+                "max_train": 2,
+                "max_val": 1,
+            },
+            "oracle": {"max_fraction": 0.02},
+        }
+    )  # caps the rounds: a smoke test, not a budget study
     prepare(params, where.prepared)
     prepared = load_prepared(where.prepared)
     assert prepared.n_classes == case["n_classes"] and len(prepared.split("train")) == 2

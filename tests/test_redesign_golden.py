@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, SHARED
 from howlow.data import load_prepared, prepare
 from howlow.oracle import image_seed, run_oracle_many
 from howlow.params import load_params
-
-from conftest import ROOT, SHARED
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "golden_revealed.json").read_text())
 CAMVID_RECIPE = ROOT / "studies" / "budget_camvid" / "params.yaml"
@@ -42,7 +41,9 @@ def test_embedded_default_reveals_the_same_pixels(tmp_path):
 @pytest.mark.realdata
 @pytest.mark.skipif(not (SHARED / "camvid").is_dir(), reason="needs ../shared/datasets/camvid")
 def test_camvid_adopted_recipe_reveals_the_same_pixels(tmp_path):
-    params = load_params([ROOT / "params.yaml", CAMVID_RECIPE],
-                         [f"data.source={SHARED / 'camvid'}", "data.max_train=1", "data.max_val=4"])
+    params = load_params(
+        [ROOT / "params.yaml", CAMVID_RECIPE],
+        [f"data.source={SHARED / 'camvid'}", "data.max_train=1", "data.max_val=4"],
+    )
     got = revealed(params, "val", 4, tmp_path)
     assert got == GOLDEN["camvid"]["revealed"]

@@ -28,9 +28,11 @@ N_TRAIN = 6
 # on unequal pixel counts agree with another batch composition only to float rounding (howlow.oracle.engine).
 # A resumed run batches the images differently from an uninterrupted one, so only one-image batches
 # must give the same outputs bit for bit.
-EXTRA = {"data": {"synthetic": {"n_train": N_TRAIN, "n_val": 2}},
-         "oracle": {"target_accuracy": 1.0, "steps_per_round": 100},
-         "runtime": {"threads": 1, "oracle_batch": 1}}
+EXTRA = {
+    "data": {"synthetic": {"n_train": N_TRAIN, "n_val": 2}},
+    "oracle": {"target_accuracy": 1.0, "steps_per_round": 100},
+    "runtime": {"threads": 1, "oracle_batch": 1},
+}
 IDS = [f"syn_train_{i:03d}" for i in range(N_TRAIN)]
 
 
@@ -45,15 +47,21 @@ def outputs(out: Path) -> dict:
     """Every result of the stage, timing fields dropped; the networks' weights as tensors."""
     with open(out / "summary.csv", newline="") as fh:
         summary = untimed(list(csv.DictReader(fh)))
-    return {"json": {p.name: untimed(json.loads(p.read_text())) for p in sorted(out.glob("*.json"))},
-            "summary": summary,
-            "pt": {p.name: torch.load(p, weights_only=True) for p in sorted(out.glob("*.pt"))}}
+    return {
+        "json": {p.name: untimed(json.loads(p.read_text())) for p in sorted(out.glob("*.json"))},
+        "summary": summary,
+        "pt": {p.name: torch.load(p, weights_only=True) for p in sorted(out.glob("*.pt"))},
+    }
 
 
 def test_killed_oracle_resumes_skipping_finished_images(tmp_path):
     out = prepared_folder(tmp_path / "killed")
-    proc = subprocess.Popen([sys.executable, "-m", "howlow.cli", "oracle"], cwd=tmp_path / "killed",
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "howlow.cli", "oracle"],
+        cwd=tmp_path / "killed",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 300
         while not list(out.glob("*.json")):
@@ -81,8 +89,9 @@ def test_killed_oracle_resumes_skipping_finished_images(tmp_path):
         assert (out / f"{path.stem}.pt").is_file()
         torch.load(out / f"{path.stem}.pt", weights_only=True)
     # any leftovers of the kill are hidden temp files (`.<name>.<random>.tmp`), never a result's name
-    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} <= \
-        {f"{i}.json" for i in IDS} | {f"{i}.pt" for i in IDS}
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} <= {f"{i}.json" for i in IDS} | {
+        f"{i}.pt" for i in IDS
+    }
     # plant what a kill in the middle of a write leaves: half a json, in a temp file
     half = out / f".{IDS[-1]}.json.k1ll3d.tmp"
     half.write_text('{"id": "syn_train_005", "revealed": [[1, 2')
@@ -107,5 +116,6 @@ def test_killed_oracle_resumes_skipping_finished_images(tmp_path):
     for name, state in want["pt"].items():
         assert state.keys() == got["pt"][name].keys()
         assert all(torch.equal(state[k], got["pt"][name][k]) for k in state), name
-    assert (tmp_path / "killed/eval/plots/oracle_curves.csv").read_text() == \
-        (tmp_path / "uninterrupted/eval/plots/oracle_curves.csv").read_text()
+    assert (tmp_path / "killed/eval/plots/oracle_curves.csv").read_text() == (
+        tmp_path / "uninterrupted/eval/plots/oracle_curves.csv"
+    ).read_text()

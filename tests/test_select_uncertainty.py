@@ -20,8 +20,8 @@ def as_set(points) -> set[tuple[int, int]]:
 
 def test_margin_and_entropy_rank_a_tie_above_a_sure_pixel():
     p = np.zeros((2, 1, 3))
-    p[:, 0, 0] = [0.5, 0.5]      # a coin flip
-    p[:, 0, 1] = [0.99, 0.01]    # sure
+    p[:, 0, 0] = [0.5, 0.5]  # a coin flip
+    p[:, 0, 1] = [0.99, 0.01]  # sure
     p[:, 0, 2] = [0.7, 0.3]
     for kind in ("margin", "entropy"):
         u = uncertainty(p, kind)[0]
@@ -46,8 +46,9 @@ def test_pixelpick_samples_from_the_most_uncertain_pool():
     valid = np.ones((20, 20), bool)
     revealed = np.zeros_like(valid)
     pool = select_pixels("margin", None, valid, revealed, 20, None, p)  # top 5 % of 400 = 20 pixels
-    picks = [as_set(select_pixels("pixelpick", None, valid, revealed, 4, np.random.default_rng(s), p))
-             for s in range(5)]
+    picks = [
+        as_set(select_pixels("pixelpick", None, valid, revealed, 4, np.random.default_rng(s), p)) for s in range(5)
+    ]
     assert all(len(s) == 4 and s <= as_set(pool) for s in picks)
     assert len(set().union(*picks)) > 4  # random within the pool, not always the same top 4
 

@@ -33,8 +33,7 @@ def good_label() -> np.ndarray:
     return label
 
 
-def write_source(root: Path, labels: dict[str, np.ndarray] | None = None,
-                 extra: tuple[str, ...] = ()) -> Path:
+def write_source(root: Path, labels: dict[str, np.ndarray] | None = None, extra: tuple[str, ...] = ()) -> Path:
     """An `images_labels` folder: images/<split>/<id>.png, labels/<split>/<id>.png, classes.json.
 
     `labels` overrides the label of "split/id"; `extra` adds images (e.g. "train/a.jpg").
@@ -100,8 +99,11 @@ def test_good_data_set_passes_and_writes_report(tmp_path):
     assert summary["images"] == 3 and summary["n_classes"] == 3
     assert all(e["success"] for e in summary["expectations"])
     types = {e["type"] for e in summary["expectations"]}
-    assert {"expect_column_pair_values_to_be_equal", "expect_compound_columns_to_be_unique",
-            "expect_column_distinct_values_to_contain_set"} <= types
+    assert {
+        "expect_column_pair_values_to_be_equal",
+        "expect_compound_columns_to_be_unique",
+        "expect_column_distinct_values_to_contain_set",
+    } <= types
     assert read_json(tmp_path / "reports/validation/summary.json") == summary
     index = tmp_path / "reports/validation/docs/index.html"
     assert index.is_file() and "manifest" in index.read_text()
@@ -115,8 +117,10 @@ def test_size_mismatch():
     small = good_label()[:, :8]  # 8 wide instead of 12
     message, summary = failure(prepared({"train/b": small}))
     assert summary["failed"] == ["width_match"]
-    assert ("data/prepared/train/labels/b.png (source: src/labels/train/b.png): "
-            "label size 8x10 != image size 12x10 [expect_column_pair_values_to_be_equal]") in message
+    assert (
+        "data/prepared/train/labels/b.png (source: src/labels/train/b.png): "
+        "label size 8x10 != image size 12x10 [expect_column_pair_values_to_be_equal]"
+    ) in message
     assert "label width must equal image width" in message
     [f] = summary["expectations"][2]["failures"]
     assert (f["id"], f["split"], f["image"]) == ("b", "train", "data/prepared/train/images/b.png")
@@ -128,8 +132,10 @@ def test_label_id_out_of_range():
     message, summary = failure(prepared({"val/c": label}))
     assert summary["failed"] == ["label_ids_known"]
     assert "label ids must be class ids 0..2 (classes.json) or void 255" in message
-    assert ("data/prepared/val/labels/c.png (source: src/labels/val/c.png): 1 pixels with unknown ids "
-            "(ids present: 0 1 2 7 255) [expect_column_values_to_be_between]") in message
+    assert (
+        "data/prepared/val/labels/c.png (source: src/labels/val/c.png): 1 pixels with unknown ids "
+        "(ids present: 0 1 2 7 255) [expect_column_values_to_be_between]"
+    ) in message
 
 
 def test_void_fraction_too_high():
@@ -138,8 +144,10 @@ def test_void_fraction_too_high():
     message, summary = failure(prepared({"train/a": label}, max_void_fraction=0.5))
     assert summary["failed"] == ["void_fraction"]
     assert "validate.max_void_fraction" in message
-    assert ("data/prepared/train/labels/a.png (source: src/labels/train/a.png): void fraction 0.6 > 0.5 "
-            "[expect_column_values_to_be_between]") in message
+    assert (
+        "data/prepared/train/labels/a.png (source: src/labels/train/a.png): void fraction 0.6 > 0.5 "
+        "[expect_column_values_to_be_between]"
+    ) in message
 
 
 def test_duplicate_ids():
@@ -153,12 +161,14 @@ def test_duplicate_ids():
     params = prepared()
     path = Path("data/prepared/manifest.csv")
     lines = path.read_text().splitlines()
-    path.write_text("\n".join(lines + [lines[1]]) + "\n")
+    path.write_text("\n".join([*lines, lines[1]]) + "\n")
     message, summary = failure(params)
     assert summary["failed"] == ["ids_unique", "image_paths_unique"]
     assert "image ids must be unique within a split" in message
-    assert ("data/prepared/train/images/a.png (source: src/images/train/a.png): id 'a' occurs more than once "
-            "in split 'train' [expect_compound_columns_to_be_unique]") in message
+    assert (
+        "data/prepared/train/images/a.png (source: src/images/train/a.png): id 'a' occurs more than once "
+        "in split 'train' [expect_compound_columns_to_be_unique]"
+    ) in message
     assert "[expect_column_values_to_be_unique]" in message
 
 
@@ -170,8 +180,9 @@ def test_empty_val_split():
     prepare(params, Path("data/prepared"))
     message, summary = failure(params)
     assert summary["failed"] == ["splits_present"]
-    assert ("data/prepared/manifest.csv: no images in split(s) val "
-            "[expect_column_distinct_values_to_contain_set]") in message
+    assert (
+        "data/prepared/manifest.csv: no images in split(s) val [expect_column_distinct_values_to_contain_set]"
+    ) in message
 
 
 def test_class_never_in_train():
@@ -180,23 +191,29 @@ def test_class_never_in_train():
     message, summary = failure(prepared({"train/a": no_car, "train/b": no_car}))
     assert summary["failed"] == ["classes_in_train"]
     assert "every class of classes.json must occur in at least 1 training label pixel" in message
-    assert ("data/prepared/class_pixels.csv: class 2 (car): 0 training pixels < 1 "
-            "[expect_column_values_to_be_between]") in message
-    [f] = [e for e in summary["expectations"] if e["name"] == "classes_in_train"][0]["failures"]
+    assert (
+        "data/prepared/class_pixels.csv: class 2 (car): 0 training pixels < 1 [expect_column_values_to_be_between]"
+    ) in message
+    [f] = next(e for e in summary["expectations"] if e["name"] == "classes_in_train")["failures"]
     assert (f["class_id"], f["name"]) == (2, "car")
 
 
-@pytest.mark.parametrize("column, value, rule, file, detail", [
-    ("label_dtype", "uint16", "label_dtype", "labels/a.png", "label dtype uint16"),
-    ("channels", "1", "image_channels", "images/a.png", "1 channels"),
-])
+@pytest.mark.parametrize(
+    "column, value, rule, file, detail",
+    [
+        ("label_dtype", "uint16", "label_dtype", "labels/a.png", "label dtype uint16"),
+        ("channels", "1", "image_channels", "images/a.png", "1 channels"),
+    ],
+)
 def test_wrong_dtype_or_channels(column, value, rule, file, detail):
     params = prepared()
     edit_manifest(column, value)  # prepare itself always writes uint8 labels and RGB images
     message, summary = failure(params)
     assert summary["failed"] == [rule]
-    assert f"data/prepared/train/{file} (source: src/{file.split('/')[0]}/train/a.png): {detail} " \
-           "[expect_column_values_to_be_in_set]" in message
+    assert (
+        f"data/prepared/train/{file} (source: src/{file.split('/')[0]}/train/a.png): {detail} "
+        "[expect_column_values_to_be_in_set]" in message
+    )
 
 
 def test_missing_column_and_missing_prepared():
@@ -210,5 +227,5 @@ def test_missing_column_and_missing_prepared():
     assert summary["failed"] == ["columns"]
     assert "missing columns ['source_label'] [expect_table_columns_to_match_set]" in message
     path.write_text("")
-    with pytest.raises(DataError, match="manifest.csv: not a readable CSV"):
+    with pytest.raises(DataError, match=r"manifest\.csv: not a readable CSV"):
         validate(params, PREPARED, REPORT)

@@ -33,16 +33,27 @@ COMMANDS = {
     "budget-run": ("howlow.studies.budget.run:run", "budget study: one rule and seed (stage run@<rule>-<seed>)"),
     "budget-order": ("howlow.studies.budget.order:run", "budget study: the training-order experiment"),
     "budget-report": ("howlow.studies.budget.report:run", "budget study: mean ± std over seeds, paired differences"),
-    "study-prepare-oracle": ("howlow.studies.dataset.annotate:prepare_oracle",
-                             "data-set study: the data set at study.oracle_scale (stage prepare_oracle)"),
+    "study-prepare-oracle": (
+        "howlow.studies.dataset.annotate:prepare_oracle",
+        "data-set study: the data set at study.oracle_scale (stage prepare_oracle)",
+    ),
     "study-oracle": ("howlow.studies.dataset.annotate:oracle", "data-set study: the Oracle at one target (oracle@<t>)"),
-    "study-pseudolabel": ("howlow.studies.dataset.annotate:pseudolabel",
-                          "data-set study: pseudo-labels at one target (pseudolabel@<t>)"),
-    "study-train": ("howlow.studies.dataset.rows:train",
-                    "data-set study: train and score one row (full@<seed>, train@<source>-<t>-<seed>)"),
-    "study-convergence": ("howlow.studies.dataset.rows:convergence",
-                          "data-set study: full for twice the epochs (stage convergence)"),
-    "study-report": ("howlow.studies.dataset.report:run", "data-set study: mean ± std, share of full, paired differences"),
+    "study-pseudolabel": (
+        "howlow.studies.dataset.annotate:pseudolabel",
+        "data-set study: pseudo-labels at one target (pseudolabel@<t>)",
+    ),
+    "study-train": (
+        "howlow.studies.dataset.rows:train",
+        "data-set study: train and score one row (full@<seed>, train@<source>-<t>-<seed>)",
+    ),
+    "study-convergence": (
+        "howlow.studies.dataset.rows:convergence",
+        "data-set study: full for twice the epochs (stage convergence)",
+    ),
+    "study-report": (
+        "howlow.studies.dataset.report:run",
+        "data-set study: mean ± std, share of full, paired differences",
+    ),
     "study-track": ("howlow.studies.dataset.track:run", "data-set study: one MLflow run per row"),
     "serve": ("flows.pipeline:serve", "serve the Prefect pipeline flow on the cron schedule of params.yaml"),
 }
@@ -55,8 +66,16 @@ def entry(command: str):
     return getattr(importlib.import_module(module), function)
 
 
-SUMMARY_KEYS = ("prepared", "success", "images", "mean_revealed_pct", "mean_revealed_px", "reached_fraction",
-                "mean_accuracy", "run_id")
+SUMMARY_KEYS = (
+    "prepared",
+    "success",
+    "images",
+    "mean_revealed_pct",
+    "mean_revealed_px",
+    "reached_fraction",
+    "mean_accuracy",
+    "run_id",
+)
 
 
 def os_error_message(exc: OSError) -> str:
@@ -79,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (_, help_) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_)
-        sp.add_argument("-p", "--params", action="append", metavar="FILE",
-                        help="params file; repeat to overlay files in order (default: params.yaml)")
+        sp.add_argument(
+            "-p",
+            "--params",
+            action="append",
+            metavar="FILE",
+            help="params file; repeat to overlay files in order (default: params.yaml)",
+        )
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. oracle.target_accuracy=0.95")
     args = parser.parse_args(argv)
     try:

@@ -24,16 +24,27 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .io import (VOID, DataError, read_csv, read_image, read_json, read_label, write_csv,
-                 write_json, write_png)
+from .io import VOID, DataError, read_csv, read_image, read_json, read_label, write_csv, write_json, write_png
 from .params import Params
 
 SPLITS = ("train", "val")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MANIFEST_COLUMNS = [
-    "id", "split", "image", "label", "height", "width", "label_height", "label_width",
-    "channels", "label_dtype", "void_fraction", "bad_label_pixels", "label_ids",
-    "source_image", "source_label",
+    "id",
+    "split",
+    "image",
+    "label",
+    "height",
+    "width",
+    "label_height",
+    "label_width",
+    "channels",
+    "label_dtype",
+    "void_fraction",
+    "bad_label_pixels",
+    "label_ids",
+    "source_image",
+    "source_label",
 ]
 
 SYNTHETIC_CLASSES = [
@@ -165,14 +176,15 @@ def read_classes(path: Path) -> list[dict]:
         classes = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(classes, list) or not all(isinstance(c, dict) and "id" in c and "name" in c
-                                                for c in classes):
+    if not isinstance(classes, list) or not all(isinstance(c, dict) and "id" in c and "name" in c for c in classes):
         raise DataError(f"{path}: must be a list of objects with 'id' and 'name'")
     ids = sorted(int(c["id"]) for c in classes)
     if ids != list(range(len(ids))):
         raise DataError(f"{path}: class ids must be 0..K-1 without gaps, got {ids}")
-    return [{"id": int(c["id"]), "name": str(c["name"]), "color": c.get("color", "")}
-            for c in sorted(classes, key=lambda c: int(c["id"]))]
+    return [
+        {"id": int(c["id"]), "name": str(c["name"]), "color": c.get("color", "")}
+        for c in sorted(classes, key=lambda c: int(c["id"]))
+    ]
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -255,16 +267,21 @@ def manifest_row(s: Sample, n_classes: int) -> dict:
     lab = s.label
     valid_ids = (lab < n_classes) | (lab == VOID)
     return {
-        "id": s.id, "split": s.split,
-        "image": f"{s.split}/images/{s.id}.png", "label": f"{s.split}/labels/{s.id}.png",
-        "height": s.image.shape[0], "width": s.image.shape[1],
-        "label_height": lab.shape[0], "label_width": lab.shape[1],
+        "id": s.id,
+        "split": s.split,
+        "image": f"{s.split}/images/{s.id}.png",
+        "label": f"{s.split}/labels/{s.id}.png",
+        "height": s.image.shape[0],
+        "width": s.image.shape[1],
+        "label_height": lab.shape[0],
+        "label_width": lab.shape[1],
         "channels": s.image.shape[2] if s.image.ndim == 3 else 1,
         "label_dtype": str(lab.dtype),
         "void_fraction": round(float((lab == VOID).mean()), 6),
         "bad_label_pixels": int((~valid_ids).sum()),
         "label_ids": " ".join(str(i) for i in np.unique(lab)),
-        "source_image": s.source_image, "source_label": s.source_label,
+        "source_image": s.source_image,
+        "source_label": s.source_label,
     }
 
 
@@ -291,9 +308,14 @@ def prepare(params: Params, out_dir: Path, project: Path | None = None) -> Path:
             counts = np.bincount(s.label.ravel(), minlength=256)[:n_classes]
             class_pixels[SPLITS.index(s.split)] += counts
         write_csv(tmp / "manifest.csv", rows, MANIFEST_COLUMNS)
-        write_csv(tmp / "class_pixels.csv", [
-            {"split": split, "class_id": c["id"], "name": c["name"], "pixels": int(class_pixels[i, c["id"]])}
-            for i, split in enumerate(SPLITS) for c in classes])
+        write_csv(
+            tmp / "class_pixels.csv",
+            [
+                {"split": split, "class_id": c["id"], "name": c["name"], "pixels": int(class_pixels[i, c["id"]])}
+                for i, split in enumerate(SPLITS)
+                for c in classes
+            ],
+        )
         write_json(tmp / "classes.json", classes)
         # swap by renames: a crash never leaves a half-written folder (at worst the old one as .<name>.old)
         old = out_dir.with_name(f".{out_dir.name}.old")

@@ -99,8 +99,10 @@ def read_label(path: Path) -> np.ndarray:
     except (OSError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot be read as a label image ({exc})") from None
     if arr.ndim != 2:
-        raise DataError(f"{path}: label maps must be single-channel class ids, got {mode} "
-                        f"with {arr.shape[2]} channels (an RGB colour mask? convert colours to ids first)")
+        raise DataError(
+            f"{path}: label maps must be single-channel class ids, got {mode} "
+            f"with {arr.shape[2]} channels (an RGB colour mask? convert colours to ids first)"
+        )
     if mode == "1":  # a 1-bit mask: ids 0/1
         arr = arr.astype(np.uint8)
     # a palette ("P") PNG stores the class id as the palette index, which is what we read

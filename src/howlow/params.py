@@ -9,7 +9,7 @@ all files, an unknown key or a value breaking its rule stops with the file, the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -137,12 +137,9 @@ class TrainParams(_Group):
         return self
 
 
-# suffix of a report's name, work folder and MLflow experiment (`Params.report_name`)
-ReportTag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$")]
-
-
 class StudyParams(_Group):
-    """`howlow study`: the data-set level comparison over budgets and seeds."""
+    """A data-set level study (studies/dataset_*/): label sources compared over budgets and seeds."""
+
     targets: list[float]  # Oracle targets, i.e. annotation budgets
     seeds: list[int]  # data-set training seeds
     label_sources: list[LabelSource]
@@ -153,7 +150,6 @@ class StudyParams(_Group):
     # always train and are scored at data.scale: e.g. annotate CamVid at native resolution (1.0), where
     # the budget in % means what the paper means, and train at 0.25 where a CPU can
     oracle_scale: float | None = Field(gt=0, le=1)
-    tag: ReportTag  # e.g. another Oracle recipe
 
     @model_validator(mode="after")
     def _valid(self):
@@ -165,13 +161,13 @@ class StudyParams(_Group):
 
 
 class BudgetParams(_Group):
-    """`howlow budget`: the per-image Oracle budget report over selection rules and seeds."""
+    """A per-image budget study (studies/budget_*/): selection rules over seeds."""
+
     strategies: list[Strategy]
     seeds: list[int]
     split: Literal["train", "val"]
     images: int = Field(ge=0, description="the first N images of the split; 0 = all")
     training_order: bool  # also train on the revealed pixels in reveal order / all at once / shuffled
-    tag: ReportTag  # e.g. an ablation
 
     @model_validator(mode="after")
     def _valid(self):
@@ -223,10 +219,6 @@ class Params(_Group):
     @property
     def dataset_name(self) -> str:
         return "synthetic" if self.data.layout == "synthetic" else Path(self.data.source).name
-
-    def report_name(self, tag: str) -> str:
-        """The data set's name, suffixed with a study's or budget report's `tag` when it has one."""
-        return f"{self.dataset_name}-{tag}" if tag else self.dataset_name
 
     def to_dict(self) -> dict:
         return self.model_dump(by_alias=True, mode="json")
@@ -299,8 +291,10 @@ def read_tree(path: Path) -> dict:
     return tree
 
 
-def load_params(paths: str | Path | list[str | Path] | tuple[str | Path, ...] = "params.yaml",
-                overrides: list[str] | tuple[str, ...] = ()) -> Params:
+def load_params(
+    paths: str | Path | list[str | Path] | tuple[str | Path, ...] = "params.yaml",
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Params:
     """Params from one file or several (later files overlay earlier ones), then `overrides`."""
     files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     tree: dict = {}

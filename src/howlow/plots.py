@@ -27,7 +27,7 @@ def palette(classes: list[dict]) -> np.ndarray:
     for c in classes:
         col = c.get("color", "")
         if isinstance(col, str) and col.startswith("#") and len(col) == 7:
-            pal[c["id"]] = [int(col[i:i + 2], 16) for i in (1, 3, 5)]
+            pal[c["id"]] = [int(col[i : i + 2], 16) for i in (1, 3, 5)]
         else:
             pal[c["id"]] = np.array(fallback(c["id"] % 20)[:3]) * 255
     return pal
@@ -48,15 +48,20 @@ def oracle_figure(prepared: Prepared, row: dict, oracle_dir: Path, pseudo_dir: P
     pseudo = read_label(Path(pseudo_dir) / f"{row['id']}.png")
     s = result["summary"]
     fig, axes = pyplot().subplots(1, 4, figsize=(16, 3.6))
-    panels = [(image, "image"), (pal[truth], "ground truth"), (image // 2 + 64, f"revealed: {s['revealed']} px "
-              f"({s['revealed_pct']:.3f} %)"), (pal[pseudo], f"pseudo-label: acc {s['accuracy']:.3f}")]
+    panels = [
+        (image, "image"),
+        (pal[truth], "ground truth"),
+        (image // 2 + 64, f"revealed: {s['revealed']} px ({s['revealed_pct']:.3f} %)"),
+        (pal[pseudo], f"pseudo-label: acc {s['accuracy']:.3f}"),
+    ]
     for ax, (arr, title) in zip(axes, panels):
         ax.imshow(arr)
         ax.set_title(title)
         ax.axis("off")
     # revealed pixels as dots in their class colour, ringed in white so they show on any background
-    axes[2].scatter(revealed[:, 1], revealed[:, 0], s=14, c=pal[revealed[:, 2]] / 255.0,
-                    edgecolors="white", linewidths=0.6)
+    axes[2].scatter(
+        revealed[:, 1], revealed[:, 0], s=14, c=pal[revealed[:, 2]] / 255.0, edgecolors="white", linewidths=0.6
+    )
     fig.suptitle(row["id"])
     save_figure(fig, path)
 
@@ -79,8 +84,13 @@ def sources_figure(rows: list[dict], path: Path) -> None:
     names = [r["source"] for r in rows]
     bars = ax.bar(names, [r["miou"] for r in rows], color="tab:blue")
     for bar, r in zip(bars, rows):
-        ax.annotate(f"{r['annotated_pct']:.3g} % labelled", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8)
+        ax.annotate(
+            f"{r['annotated_pct']:.3g} % labelled",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_ylabel("val mIoU")
     ax.set_ylim(0, 1.05)
     ax.set_title("Data-set network by label source")
@@ -116,8 +126,9 @@ def dataset_level_figure(dataset: str, agg: list[dict], path: Path) -> None:
             ax.axhline(m, color="k", lw=1.2, label=f"full ({x[0]:.0f} % labelled)")
             ax.axhspan(m - s, m + s, color="k", alpha=0.08)
             continue
-        ax.errorbar(x, [a["miou_mean"] for a in pts], yerr=[a["miou_std"] for a in pts], marker="o",
-                    capsize=3, label=source)
+        ax.errorbar(
+            x, [a["miou_mean"] for a in pts], yerr=[a["miou_std"] for a in pts], marker="o", capsize=3, label=source
+        )
     ax.set_xscale("log")
     ax.set_xlabel("annotated training pixels (% of all, log scale)")
     ax.set_ylabel("val mIoU (mean ± std over seeds)")

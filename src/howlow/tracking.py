@@ -25,8 +25,11 @@ PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1"]  # skips MLflow's sl
 
 def tracking_uri(params: Params) -> str:
     """params.tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project."""
-    return (params.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{project_root() / 'mlflow.db'}")
+    return (
+        params.tracking.tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{project_root() / 'mlflow.db'}"
+    )
 
 
 def run_name(params: Params) -> str:
@@ -54,9 +57,8 @@ def _setup(params: Params):
 
 def log_pipeline(params: Params, layout: Layout) -> dict:
     """Log the outputs of a finished pipeline run (parent run, nested image runs, models)."""
-    from mlflow.entities import Metric, Param
-
     import torch
+    from mlflow.entities import Metric, Param
 
     from .data import load_prepared
     from .segmentation.train import load_model, normalise
@@ -69,8 +71,7 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
     summaries = read_csv(oracle_dir / "summary.csv")
     client = mlflow.MlflowClient()
     with mlflow.start_run(run_name=run_name(params)) as parent:
-        mlflow.set_tags({"howlow.kind": "pipeline", "dataset": params.dataset_name,
-                         "strategy": params.oracle.strategy})
+        mlflow.set_tags({"howlow.kind": "pipeline", "dataset": params.dataset_name, "strategy": params.oracle.strategy})
         mlflow.log_params(flatten(params.to_dict()))
         flat = {f"oracle.{k}": v for k, v in metrics["oracle"].items()}
         flat.update({f"pseudo.{k}": v for k, v in metrics["pseudo"].items()})
@@ -82,15 +83,28 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
             result = read_json(Path(oracle_dir) / f"{s['id']}.json")
             with mlflow.start_run(run_name=s["id"], nested=True) as child:
                 ts = 0  # timestamps are not meaningful here (logged after the fact); steps are
-                batch = [Metric(key, float(point[field]), ts, int(point["revealed"]))
-                         for point in result["curve"]
-                         for key, field in (("accuracy", "accuracy"), ("miou", "miou"),
-                                            ("revealed_fraction", "revealed_fraction"))]
-                batch += [Metric(f"final_{k}", float(result["summary"][k]), ts, 0)
-                          for k in ("revealed", "revealed_pct", "accuracy", "miou", "rounds", "seconds")]
-                client.log_batch(child.info.run_id, metrics=batch, params=[
-                    Param("image", s["id"]), Param("pixels", str(result["summary"]["pixels"])),
-                    Param("reached", str(result["summary"]["reached"]))])
+                batch = [
+                    Metric(key, float(point[field]), ts, int(point["revealed"]))
+                    for point in result["curve"]
+                    for key, field in (
+                        ("accuracy", "accuracy"),
+                        ("miou", "miou"),
+                        ("revealed_fraction", "revealed_fraction"),
+                    )
+                ]
+                batch += [
+                    Metric(f"final_{k}", float(result["summary"][k]), ts, 0)
+                    for k in ("revealed", "revealed_pct", "accuracy", "miou", "rounds", "seconds")
+                ]
+                client.log_batch(
+                    child.info.run_id,
+                    metrics=batch,
+                    params=[
+                        Param("image", s["id"]),
+                        Param("pixels", str(result["summary"]["pixels"])),
+                        Param("reached", str(result["summary"]["reached"])),
+                    ],
+                )
                 mlflow.set_tags({"howlow.kind": "image", "dataset": params.dataset_name})
             if i % 50 == 0:
                 print(f"[track] {i}/{len(summaries)} image runs", file=sys.stderr, flush=True)
@@ -102,34 +116,60 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
             model, mean, std = load_model(Path(models_dir) / f"{source}.pt")
             # pt2 (torch.export) format: safe to load, traced on a normalised val image
             example = normalise(torch.from_numpy(example_image).permute(2, 0, 1)[None], mean, std).numpy()
-            mlflow.pytorch.log_model(model, name=f"dataset-{source}", input_example=example,
-                                     pip_requirements=PIP_REQUIREMENTS)
+            mlflow.pytorch.log_model(
+                model, name=f"dataset-{source}", input_example=example, pip_requirements=PIP_REQUIREMENTS
+            )
         run_id = parent.info.run_id
-    out = {"run_id": run_id, "run_name": run_name(params), "experiment": params.tracking.experiment,
-           "tracking_uri": tracking_uri(params), "image_runs": len(summaries)}
+    out = {
+        "run_id": run_id,
+        "run_name": run_name(params),
+        "experiment": params.tracking.experiment,
+        "tracking_uri": tracking_uri(params),
+        "image_runs": len(summaries),
+    }
     print(f"[track] MLflow run {run_name(params)} ({run_id}) in {out['tracking_uri']}", file=sys.stderr)
     return out
 
 
-COMPARE_COLUMNS = ["run", "dataset", "strategy", "target", "seed", "images", "mean_revealed_pct",
-                   "mean_revealed_px", "reached_fraction", "pseudo_accuracy"]
+COMPARE_COLUMNS = [
+    "run",
+    "dataset",
+    "strategy",
+    "target",
+    "seed",
+    "images",
+    "mean_revealed_pct",
+    "mean_revealed_px",
+    "reached_fraction",
+    "pseudo_accuracy",
+]
 
 
 def compare(params: Params, out_dir: Path) -> dict:
     """Print the budget table of every pipeline run in the experiment and plot revealed % vs target."""
     mlflow = _setup(params)
-    runs = mlflow.search_runs(experiment_names=[params.tracking.experiment],
-                              filter_string="tags.`howlow.kind` = 'pipeline'", output_format="list")
+    runs = mlflow.search_runs(
+        experiment_names=[params.tracking.experiment],
+        filter_string="tags.`howlow.kind` = 'pipeline'",
+        output_format="list",
+    )
     rows = []
     for r in runs:
         m, p = r.data.metrics, r.data.params
-        rows.append({"run": r.info.run_name, "dataset": r.data.tags.get("dataset", ""),
-                     "strategy": p.get("oracle.strategy", ""), "target": float(p.get("oracle.target_accuracy", "nan")),
-                     "seed": p.get("oracle.seed", ""), "images": int(m.get("oracle.images", 0)),
-                     "mean_revealed_pct": m.get("oracle.mean_revealed_pct"),
-                     "mean_revealed_px": m.get("oracle.mean_revealed_px"),
-                     "reached_fraction": m.get("oracle.reached_fraction"),
-                     "pseudo_accuracy": m.get("pseudo.mean_accuracy")})
+        rows.append(
+            {
+                "run": r.info.run_name,
+                "dataset": r.data.tags.get("dataset", ""),
+                "strategy": p.get("oracle.strategy", ""),
+                "target": float(p.get("oracle.target_accuracy", "nan")),
+                "seed": p.get("oracle.seed", ""),
+                "images": int(m.get("oracle.images", 0)),
+                "mean_revealed_pct": m.get("oracle.mean_revealed_pct"),
+                "mean_revealed_px": m.get("oracle.mean_revealed_px"),
+                "reached_fraction": m.get("oracle.reached_fraction"),
+                "pseudo_accuracy": m.get("pseudo.mean_accuracy"),
+            }
+        )
     rows.sort(key=lambda r: (r["dataset"], r["strategy"], r["target"], str(r["seed"])))
     if not rows:
         print(f"no pipeline runs in experiment {params.tracking.experiment!r} at {tracking_uri(params)}")
@@ -137,16 +177,19 @@ def compare(params: Params, out_dir: Path) -> dict:
     header = f"{'run':38} {'target':>6} {'imgs':>5} {'revealed %':>10} {'pixels':>8} {'reached':>7} {'pseudo acc':>10}"
     print(header)
     for r in rows:
-        print(f"{r['run'][:38]:38} {r['target']:6.3f} {r['images']:5d} {r['mean_revealed_pct'] or 0:10.4f} "
-              f"{r['mean_revealed_px'] or 0:8.1f} {r['reached_fraction'] or 0:7.2f} {r['pseudo_accuracy'] or 0:10.4f}")
+        print(
+            f"{r['run'][:38]:38} {r['target']:6.3f} {r['images']:5d} {r['mean_revealed_pct'] or 0:10.4f} "
+            f"{r['mean_revealed_px'] or 0:8.1f} {r['reached_fraction'] or 0:7.2f} {r['pseudo_accuracy'] or 0:10.4f}"
+        )
     write_csv(Path(out_dir) / "budgets.csv", rows, COMPARE_COLUMNS)
     compare_figure(rows, Path(out_dir) / "budgets.png")
     print(f"table: {out_dir}/budgets.csv, plot: {out_dir}/budgets.png")
     return {"runs": len(rows)}
 
 
-def log_study_row(params: Params, row: dict, model_path: Path, prepared, experiment: str, uri: str,
-                  tags: dict | None = None) -> str:
+def log_study_row(
+    params: Params, row: dict, model_path: Path, prepared, experiment: str, uri: str, tags: dict | None = None
+) -> str:
     """One MLflow run per row of a data-set study (howlow.studies.dataset): the same param and metric
     names for every source, budget and seed, and the row's model; its run id."""
     import mlflow
@@ -158,18 +201,43 @@ def log_study_row(params: Params, row: dict, model_path: Path, prepared, experim
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=row["name"]) as run:
-        mlflow.set_tags({"howlow.kind": "dataset-level", "dataset": row["dataset"], "source": row["source"],
-                         "study": row.get("study", ""), **(tags or {})})
-        mlflow.log_params({"dataset": row["dataset"], "source": row["source"],
-                           "budget_target": "none" if row["target"] is None else row["target"],
-                           "seed": row["seed"], "data.scale": params.data.scale, "train.model": params.train.model,
-                           "train.width": params.train.width, "train.epochs": row["epochs"],
-                           "train.crop": str(params.train.crop), "train.confidence": params.train.confidence,
-                           "train.batch_size": params.train.batch_size,
-                           "train.lr": params.train.lr,
-                           "images": row["images"]})
-        metrics = {k: float(row[k]) for k in ("miou", "pixel_accuracy", "annotated_pct", "annotated_pixels",
-                                               "annotated_px_per_image", "train_seconds")}
+        mlflow.set_tags(
+            {
+                "howlow.kind": "dataset-level",
+                "dataset": row["dataset"],
+                "source": row["source"],
+                "study": row.get("study", ""),
+                **(tags or {}),
+            }
+        )
+        mlflow.log_params(
+            {
+                "dataset": row["dataset"],
+                "source": row["source"],
+                "budget_target": "none" if row["target"] is None else row["target"],
+                "seed": row["seed"],
+                "data.scale": params.data.scale,
+                "train.model": params.train.model,
+                "train.width": params.train.width,
+                "train.epochs": row["epochs"],
+                "train.crop": str(params.train.crop),
+                "train.confidence": params.train.confidence,
+                "train.batch_size": params.train.batch_size,
+                "train.lr": params.train.lr,
+                "images": row["images"],
+            }
+        )
+        metrics = {
+            k: float(row[k])
+            for k in (
+                "miou",
+                "pixel_accuracy",
+                "annotated_pct",
+                "annotated_pixels",
+                "annotated_px_per_image",
+                "train_seconds",
+            )
+        }
         metrics.update({f"iou.{c}": v for c, v in row["per_class_iou"].items() if v is not None})
         mlflow.log_metrics(metrics)
         model, mean, std = load_model(model_path)

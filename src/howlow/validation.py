@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -52,55 +52,118 @@ def _size(r: dict) -> str:
 def _rules(params: Params, n_classes: int) -> list[Rule]:
     v = params.validate_
     return [
-        Rule("columns", "manifest", "manifest.csv must have every column the prepare stage writes",
-             "ExpectTableColumnsToMatchSet", {"column_set": MANIFEST_COLUMNS, "exact_match": False},
-             table_detail=lambda df: f"missing columns {sorted(set(MANIFEST_COLUMNS) - set(df))}"),
-        Rule("height_match", "manifest", "label height must equal image height",
-             "ExpectColumnPairValuesToBeEqual", {"column_A": "height", "column_B": "label_height"},
-             row=_size),
-        Rule("width_match", "manifest", "label width must equal image width",
-             "ExpectColumnPairValuesToBeEqual", {"column_A": "width", "column_B": "label_width"},
-             row=_size),
-        Rule("label_ids_known", "manifest",
-             f"label ids must be class ids 0..{n_classes - 1} (classes.json) or void {VOID}",
-             "ExpectColumnValuesToBeBetween", {"column": "bad_label_pixels", "min_value": 0, "max_value": 0},
-             row=lambda r: f"{r['bad_label_pixels']} pixels with unknown ids "
-             f"(ids present: {r['label_ids']})"),
-        Rule("label_dtype", "manifest", "labels must be 8-bit class-id maps (uint8)",
-             "ExpectColumnValuesToBeInSet", {"column": "label_dtype", "value_set": ["uint8"]},
-             row=lambda r: f"label dtype {r['label_dtype']}"),
-        Rule("image_channels", "manifest", "images must have 3 channels (RGB)",
-             "ExpectColumnValuesToBeInSet", {"column": "channels", "value_set": [3]}, file="image",
-             row=lambda r: f"{r['channels']} channels"),
-        Rule("void_fraction", "manifest",
-             f"at most {v.max_void_fraction:g} of a label may be void (validate.max_void_fraction)",
-             "ExpectColumnValuesToBeBetween",
-             {"column": "void_fraction", "min_value": 0, "max_value": v.max_void_fraction},
-             row=lambda r: f"void fraction {r['void_fraction']} > {v.max_void_fraction:g}"),
-        Rule("ids_unique", "manifest", "image ids must be unique within a split",
-             "ExpectCompoundColumnsToBeUnique", {"column_list": ["split", "id"]}, file="image",
-             row=lambda r: f"id {r['id']!r} occurs more than once in split {r['split']!r}"),
-        Rule("image_paths_unique", "manifest", "each prepared image file must be listed once",
-             "ExpectColumnValuesToBeUnique", {"column": "image"}, file="image",
-             row=lambda r: "listed more than once in manifest.csv"),
-        Rule("splits_present", "manifest", "the train and val splits must both have images",
-             "ExpectColumnDistinctValuesToContainSet", {"column": "split", "value_set": list(SPLITS)},
-             table_detail=lambda df: "no images in split(s) "
-             + ", ".join(s for s in SPLITS if s not in set(df.get("split", ())))),
-        Rule("enough_images", "manifest", "the data set must have at least 2 images",
-             "ExpectTableRowCountToBeBetween", {"min_value": 2},
-             table_detail=lambda df: f"{len(df)} image(s)"),
-        Rule("classes_listed", "class_pixels", "class_pixels.csv must list every class of classes.json",
-             "ExpectColumnDistinctValuesToEqualSet",
-             {"column": "class_id", "value_set": list(range(n_classes))},
-             table_detail=lambda df: f"train class ids {sorted(set(df.get('class_id', ())))}, "
-             f"classes.json has 0..{n_classes - 1}"),
-        Rule("classes_in_train", "class_pixels",
-             f"every class of classes.json must occur in at least {v.min_class_pixels} training label "
-             "pixel(s) (validate.min_class_pixels)",
-             "ExpectColumnValuesToBeBetween", {"column": "pixels", "min_value": v.min_class_pixels},
-             row=lambda r: f"class {r['class_id']} ({r['name']}): "
-             f"{r['pixels']} training pixels < {v.min_class_pixels}"),
+        Rule(
+            "columns",
+            "manifest",
+            "manifest.csv must have every column the prepare stage writes",
+            "ExpectTableColumnsToMatchSet",
+            {"column_set": MANIFEST_COLUMNS, "exact_match": False},
+            table_detail=lambda df: f"missing columns {sorted(set(MANIFEST_COLUMNS) - set(df))}",
+        ),
+        Rule(
+            "height_match",
+            "manifest",
+            "label height must equal image height",
+            "ExpectColumnPairValuesToBeEqual",
+            {"column_A": "height", "column_B": "label_height"},
+            row=_size,
+        ),
+        Rule(
+            "width_match",
+            "manifest",
+            "label width must equal image width",
+            "ExpectColumnPairValuesToBeEqual",
+            {"column_A": "width", "column_B": "label_width"},
+            row=_size,
+        ),
+        Rule(
+            "label_ids_known",
+            "manifest",
+            f"label ids must be class ids 0..{n_classes - 1} (classes.json) or void {VOID}",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "bad_label_pixels", "min_value": 0, "max_value": 0},
+            row=lambda r: f"{r['bad_label_pixels']} pixels with unknown ids (ids present: {r['label_ids']})",
+        ),
+        Rule(
+            "label_dtype",
+            "manifest",
+            "labels must be 8-bit class-id maps (uint8)",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "label_dtype", "value_set": ["uint8"]},
+            row=lambda r: f"label dtype {r['label_dtype']}",
+        ),
+        Rule(
+            "image_channels",
+            "manifest",
+            "images must have 3 channels (RGB)",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "channels", "value_set": [3]},
+            file="image",
+            row=lambda r: f"{r['channels']} channels",
+        ),
+        Rule(
+            "void_fraction",
+            "manifest",
+            f"at most {v.max_void_fraction:g} of a label may be void (validate.max_void_fraction)",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "void_fraction", "min_value": 0, "max_value": v.max_void_fraction},
+            row=lambda r: f"void fraction {r['void_fraction']} > {v.max_void_fraction:g}",
+        ),
+        Rule(
+            "ids_unique",
+            "manifest",
+            "image ids must be unique within a split",
+            "ExpectCompoundColumnsToBeUnique",
+            {"column_list": ["split", "id"]},
+            file="image",
+            row=lambda r: f"id {r['id']!r} occurs more than once in split {r['split']!r}",
+        ),
+        Rule(
+            "image_paths_unique",
+            "manifest",
+            "each prepared image file must be listed once",
+            "ExpectColumnValuesToBeUnique",
+            {"column": "image"},
+            file="image",
+            row=lambda r: "listed more than once in manifest.csv",
+        ),
+        Rule(
+            "splits_present",
+            "manifest",
+            "the train and val splits must both have images",
+            "ExpectColumnDistinctValuesToContainSet",
+            {"column": "split", "value_set": list(SPLITS)},
+            table_detail=lambda df: (
+                "no images in split(s) " + ", ".join(s for s in SPLITS if s not in set(df.get("split", ())))
+            ),
+        ),
+        Rule(
+            "enough_images",
+            "manifest",
+            "the data set must have at least 2 images",
+            "ExpectTableRowCountToBeBetween",
+            {"min_value": 2},
+            table_detail=lambda df: f"{len(df)} image(s)",
+        ),
+        Rule(
+            "classes_listed",
+            "class_pixels",
+            "class_pixels.csv must list every class of classes.json",
+            "ExpectColumnDistinctValuesToEqualSet",
+            {"column": "class_id", "value_set": list(range(n_classes))},
+            table_detail=lambda df: (
+                f"train class ids {sorted(set(df.get('class_id', ())))}, classes.json has 0..{n_classes - 1}"
+            ),
+        ),
+        Rule(
+            "classes_in_train",
+            "class_pixels",
+            f"every class of classes.json must occur in at least {v.min_class_pixels} training label "
+            "pixel(s) (validate.min_class_pixels)",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "pixels", "min_value": v.min_class_pixels},
+            row=lambda r: f"class {r['class_id']} ({r['name']}): {r['pixels']} training pixels < {v.min_class_pixels}",
+        ),
     ]
 
 
@@ -109,8 +172,7 @@ def _read(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not found; run the prepare stage first")
     try:
         # ids and paths stay text ("001" must not become 1, an id "NA" must not become NaN)
-        text = ("id", "split", "image", "label", "label_dtype", "label_ids", "source_image", "source_label",
-                "name")
+        text = ("id", "split", "image", "label", "label_dtype", "label_ids", "source_image", "source_label", "name")
         return pd.read_csv(path, keep_default_na=False, dtype=dict.fromkeys(text, str))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise DataError(f"{path}: not a readable CSV table ({exc}); run the prepare stage again") from None
@@ -123,15 +185,26 @@ def _run_gx(tables: dict[str, pd.DataFrame], all_rules: list[Rule], docs_dir: Pa
     """
     import great_expectations as gx
     import great_expectations.expectations as gxe
-    from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
-                                                            ProgressBarsConfig)
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
-    site = {"class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}}
-    context = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(), data_docs_sites={"local_site": site},
-        analytics_enabled=False, progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False)))
+    site = {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            data_docs_sites={"local_site": site},
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        ),
+    )
     source = context.data_sources.add_pandas("prepared")
     results = {}
     for table, df in tables.items():
@@ -139,11 +212,9 @@ def _run_gx(tables: dict[str, pd.DataFrame], all_rules: list[Rule], docs_dir: Pa
         suite = context.suites.add(gx.ExpectationSuite(name=table))
         for rule in all_rules:
             if rule.table == table:
-                expectation = getattr(gxe, rule.expectation)(**rule.kwargs, notes=rule.text,
-                                                             meta={"rule": rule.name})
+                expectation = getattr(gxe, rule.expectation)(**rule.kwargs, notes=rule.text, meta={"rule": rule.name})
                 suite.add_expectation(expectation)
-        definition = context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch,
-                                                                                suite=suite))
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch, suite=suite))
         # COMPLETE: every offending row's pandas index, not the first 20
         run = definition.run(batch_parameters={"dataframe": df}, result_format="COMPLETE")
         for r in run.results:
@@ -172,18 +243,27 @@ def _failures(rule: Rule, result: dict, df: pd.DataFrame, prepared: Path) -> lis
     for index in result["result"].get("unexpected_index_list") or []:
         r = df.loc[index].to_dict()
         if rule.table == "class_pixels":
-            out.append({"class_id": int(r["class_id"]), "name": r["name"], "file": table_file,
-                        "detail": rule.row(r)})
+            out.append({"class_id": int(r["class_id"]), "name": r["name"], "file": table_file, "detail": rule.row(r)})
             continue
-        out.append({"id": r["id"], "split": r["split"], "file": str(prepared / r[rule.file]),
-                    "source": r.get(f"source_{rule.file}", ""), "image": str(prepared / r["image"]),
-                    "label": str(prepared / r["label"]), "detail": rule.row(r)})
+        out.append(
+            {
+                "id": r["id"],
+                "split": r["split"],
+                "file": str(prepared / r[rule.file]),
+                "source": r.get(f"source_{rule.file}", ""),
+                "image": str(prepared / r["image"]),
+                "label": str(prepared / r["label"]),
+                "detail": rule.row(r),
+            }
+        )
     return out
 
 
 def _message(prepared: Path, report_dir: Path, failed: list[dict]) -> str:
-    lines = [f"{prepared}: {len(failed)} validation rule(s) broken "
-             f"(report: {report_dir / 'summary.json'}, {report_dir / 'docs' / 'index.html'})"]
+    lines = [
+        f"{prepared}: {len(failed)} validation rule(s) broken "
+        f"(report: {report_dir / 'summary.json'}, {report_dir / 'docs' / 'index.html'})"
+    ]
     for e in failed:
         lines.append(f"{e['rule']}:")
         for f in e["failures"][:MAX_LINES_PER_RULE]:
@@ -223,14 +303,26 @@ def validate(params: Params, prepared: Path, report_dir: Path) -> dict:
     for rule in all_rules:
         result = results[rule.name]
         success = bool(result["success"])
-        expectations.append({
-            "name": rule.name, "rule": rule.text, "type": result["expectation_config"]["type"],
-            "table": f"{rule.table}.csv", "success": success,
-            "failures": [] if success else _failures(rule, result, tables[rule.table], prepared)})
+        expectations.append(
+            {
+                "name": rule.name,
+                "rule": rule.text,
+                "type": result["expectation_config"]["type"],
+                "table": f"{rule.table}.csv",
+                "success": success,
+                "failures": [] if success else _failures(rule, result, tables[rule.table], prepared),
+            }
+        )
     failed = [e for e in expectations if not e["success"]]
-    summary = {"success": not failed, "prepared": str(prepared), "images": len(manifest),
-               "n_classes": n_classes, "failed": [e["name"] for e in failed],
-               "docs": str(docs / "index.html"), "expectations": expectations}
+    summary = {
+        "success": not failed,
+        "prepared": str(prepared),
+        "images": len(manifest),
+        "n_classes": n_classes,
+        "failed": [e["name"] for e in failed],
+        "docs": str(docs / "index.html"),
+        "expectations": expectations,
+    }
     write_json(report_dir / "summary.json", summary)
     if failed:
         raise ValidationFailed(_message(prepared, report_dir, failed))

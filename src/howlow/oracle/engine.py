@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import numpy as np
-
 import torch
 from torch.nn import functional as F
 
@@ -111,7 +110,7 @@ def predict(model: StackedMLP, feats: list[torch.Tensor], slots: list[int]) -> I
             yield g, logits[i, : len(feats[g])]
 
     for g in slots:
-        if chunk and (len(chunk) + 1) * max(len(feats[s]) for s in chunk + [g]) > PREDICT_PIXELS:
+        if chunk and (len(chunk) + 1) * max(len(feats[s]) for s in [*chunk, g]) > PREDICT_PIXELS:
             yield from run(chunk)
             chunk = []
         chunk.append(g)
@@ -146,11 +145,23 @@ def train_round(model: StackedMLP, adam: SlotAdam, x, y, weight, on: torch.Tenso
     return ce.detach().view_as(weight)
 
 
-def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: int, layers: int, lr: float,
-                steps_per_round: int, batch_size: int, warm_start: bool = True,
-                on_done: Callable[[Job, dict, float], None] | None = None,
-                device: str | torch.device = "cpu", select_workers: int = 1,
-                grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4, members: int = 1) -> None:
+def run_batched(
+    jobs: Iterable[Job],
+    n_features: int,
+    n_classes: int,
+    hidden: int,
+    layers: int,
+    lr: float,
+    steps_per_round: int,
+    batch_size: int,
+    warm_start: bool = True,
+    on_done: Callable[[Job, dict, float], None] | None = None,
+    device: str | torch.device = "cpu",
+    select_workers: int = 1,
+    grid: list[int] | tuple[int, ...] = (),
+    grid_dim: int = 4,
+    members: int = 1,
+) -> None:
     """Run every job's Oracle loop, `batch_size` images at a time with continuous batching.
 
     One tick = one round for every active slot: train `steps_per_round` steps on its revealed pixels,
@@ -203,15 +214,19 @@ def run_batched(jobs: Iterable[Job], n_features: int, n_classes: int, hidden: in
             slots = [s for g in active for s in member_slots(g)]
             # per model slot; idle slots hold None and are never read
             feats = cast(list[torch.Tensor], [slot_feats[s // members] for s in range(batch_size * members)])
-            x, y, weight = revealed_batch([pk for pk in picks for _ in range(members)], slots, feats,
-                                          batch_size * members, device)
+            x, y, weight = revealed_batch(
+                [pk for pk in picks for _ in range(members)], slots, feats, batch_size * members, device
+            )
             on = torch.zeros(batch_size * members, dtype=torch.bool, device=device)
             on[slots] = True
             ce = train_round(model, adam, x, y, weight, on, steps_per_round)
             # each image's last loss over its own pixels only (a sum over padding would round
             # differently), the mean over its members
-            per_slot = [(ce[s, : len(pk[0])] * weight[s, : len(pk[0])]).sum()
-                        for g, pk in zip(active, picks) for s in member_slots(g)]
+            per_slot = [
+                (ce[s, : len(pk[0])] * weight[s, : len(pk[0])]).sum()
+                for g, pk in zip(active, picks)
+                for s in member_slots(g)
+            ]
             losses = dict(zip(active, torch.stack(per_slot).view(len(active), members).mean(1).tolist()))
             # each slot's Oracle scores its prediction and picks pixels (CPU work); with a pool this
             # overlaps the next chunk's prediction. Slots are independent: results do not depend on it.

@@ -38,4 +38,3 @@ def nearest_click(cost: np.ndarray, points: np.ndarray, classes: np.ndarray) -> 
     start_class = np.full(h * w, -1, np.int64)
     start_class[points[:, 0] * w + points[:, 1]] = classes
     return start_class[parent].reshape(h, w)
-

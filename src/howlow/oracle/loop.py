@@ -87,8 +87,16 @@ class OracleState:
         cm = confusion(pred, self.label, self.n_classes)
         acc = pixel_accuracy(cm)
         n = len(self.run.revealed)
-        self.run.curve.append({"round": self.round, "revealed": n, "revealed_fraction": n / self.label.size,
-                               "accuracy": acc, "miou": mean_iou(cm), "loss": loss})
+        self.run.curve.append(
+            {
+                "round": self.round,
+                "revealed": n,
+                "revealed_fraction": n / self.label.size,
+                "accuracy": acc,
+                "miou": mean_iou(cm),
+                "loss": loss,
+            }
+        )
         self.run.reached = acc >= self.p.target_accuracy
         self.run.prediction = pred
         k = self.next_round_size()
@@ -106,9 +114,15 @@ class OracleState:
         return False
 
 
-def run_oracle_many(items: Iterable[tuple[str, np.ndarray, np.ndarray, int]], n_classes: int, p: OracleParams,
-                    batch_size: int = 1, on_done: Callable[[str, OracleRun], None] | None = None,
-                    device: str = "cpu", select_workers: int = 1) -> None:
+def run_oracle_many(
+    items: Iterable[tuple[str, np.ndarray, np.ndarray, int]],
+    n_classes: int,
+    p: OracleParams,
+    batch_size: int = 1,
+    on_done: Callable[[str, OracleRun], None] | None = None,
+    device: str = "cpu",
+    select_workers: int = 1,
+) -> None:
     """The Oracle loop on many images, (id, image, label, seed) each, `batch_size` images' networks
     training at once. `on_done(id, run)` gets each image's result as soon as it is done."""
 
@@ -126,8 +140,23 @@ def run_oracle_many(items: Iterable[tuple[str, np.ndarray, np.ndarray, int]], n_
         if on_done is not None:
             on_done(job.key, run)
 
-    run_batched(jobs(), n_features(p), n_classes, p.width, p.depth, p.lr, p.steps_per_round, batch_size,
-                p.warm_start, finished, device, select_workers, p.grid, p.grid_dim, p.ensemble)
+    run_batched(
+        jobs(),
+        n_features(p),
+        n_classes,
+        p.width,
+        p.depth,
+        p.lr,
+        p.steps_per_round,
+        batch_size,
+        p.warm_start,
+        finished,
+        device,
+        select_workers,
+        p.grid,
+        p.grid_dim,
+        p.ensemble,
+    )
 
 
 def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OracleParams, seed: int) -> OracleRun:

@@ -7,6 +7,7 @@ same module, so the engine and pseudo-labelling compute the same thing the same 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -33,13 +34,21 @@ class StackedMLP(nn.Module):
     (features.grid_corners). Unlike a sine, a node only moves the pixels of its own cells, so a
     click corrects its neighbourhood without rippling across the image."""
 
-    def __init__(self, groups: int, in_channels: int, n_classes: int, hidden: int = 64, layers: int = 2,
-                 grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4):
+    def __init__(
+        self,
+        groups: int,
+        in_channels: int,
+        n_classes: int,
+        hidden: int = 64,
+        layers: int = 2,
+        grid: list[int] | tuple[int, ...] = (),
+        grid_dim: int = 4,
+    ):
         super().__init__()
         self.levels, self.grid_dim = len(grid), grid_dim
         self.cues = in_channels - 8 * self.levels  # columns that enter the first layer as they are
         dims = [self.cues + grid_dim * self.levels] + [hidden] * layers + [n_classes]
-        self.weights = nn.ParameterList([nn.Parameter(torch.empty(groups, a, b)) for a, b in zip(dims, dims[1:])])
+        self.weights = nn.ParameterList([nn.Parameter(torch.empty(groups, a, b)) for a, b in itertools.pairwise(dims)])
         self.biases = nn.ParameterList([nn.Parameter(torch.empty(groups, 1, b)) for b in dims[1:]])
         self.grid = nn.Parameter(torch.zeros(groups, grid_nodes(grid), grid_dim)) if grid else None
 
@@ -98,8 +107,16 @@ class PixelMLP(StackedMLP):
     this module compute the same thing the same way) whose softmax is averaged (ensemble_logits).
     `forward` takes (N, C, H, W) like the other networks; `pixels` takes (n, C) feature vectors."""
 
-    def __init__(self, in_channels: int, n_classes: int, hidden: int = 64, layers: int = 2,
-                 grid: list[int] | tuple[int, ...] = (), grid_dim: int = 4, members: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        hidden: int = 64,
+        layers: int = 2,
+        grid: list[int] | tuple[int, ...] = (),
+        grid_dim: int = 4,
+        members: int = 1,
+    ):
         super().__init__(members, in_channels, n_classes, hidden, layers, grid, grid_dim)
 
     def pixels(self, f: torch.Tensor) -> torch.Tensor:

@@ -47,13 +47,21 @@ def order_schedules(revealed: list[list[int]], width: int, rng: np.random.Genera
     sizes = np.bincount(arr[:, 3])
     ends = np.cumsum(sizes)
     shuffled = rng.permutation(flat)
-    return {"reveal order": [np.sort(flat[:e]) for e in ends],
-            "all at once": [np.sort(flat)] * len(ends),
-            "shuffled": [np.sort(shuffled[:e]) for e in ends]}
+    return {
+        "reveal order": [np.sort(flat[:e]) for e in ends],
+        "all at once": [np.sort(flat)] * len(ends),
+        "shuffled": [np.sort(shuffled[:e]) for e in ends],
+    }
 
 
-def training_order(items: list[tuple[str, np.ndarray, np.ndarray, int]], revealed: dict[str, list], n_classes: int,
-                   p: OracleParams, batch: int, device: str) -> dict[str, float]:
+def training_order(
+    items: list[tuple[str, np.ndarray, np.ndarray, int]],
+    revealed: dict[str, list],
+    n_classes: int,
+    p: OracleParams,
+    batch: int,
+    device: str,
+) -> dict[str, float]:
     """Mean final accuracy per training order over the images (id, image, label, seed), given each
     image's revealed pixels."""
     jobs: list[Job] = []
@@ -65,6 +73,19 @@ def training_order(items: list[tuple[str, np.ndarray, np.ndarray, int]], reveale
             state = ReplayState(label, n_classes, rounds, Scorer(image, p))
             results.setdefault(name, []).append(state)
             jobs.append(Job(f"{key}/{name}", feats, seed, state))
-    run_batched(jobs, n_features(p), n_classes, p.width, p.depth, p.lr, p.steps_per_round, batch, p.warm_start,
-                device=device, grid=p.grid, grid_dim=p.grid_dim, members=p.ensemble)
+    run_batched(
+        jobs,
+        n_features(p),
+        n_classes,
+        p.width,
+        p.depth,
+        p.lr,
+        p.steps_per_round,
+        batch,
+        p.warm_start,
+        device=device,
+        grid=p.grid,
+        grid_dim=p.grid_dim,
+        members=p.ensemble,
+    )
     return {name: float(np.mean([s.accuracy[-1] for s in states])) for name, states in results.items()}

@@ -39,8 +39,9 @@ class Scorer:
     def logits(self, logits: torch.Tensor, revealed: np.ndarray | list) -> torch.Tensor:
         if not self.weight:
             return logits
-        onehot = torch.nn.functional.one_hot(torch.from_numpy(self.vote(revealed).ravel()).to(logits.device),
-                                             logits.shape[1])
+        onehot = torch.nn.functional.one_hot(
+            torch.from_numpy(self.vote(revealed).ravel()).to(logits.device), logits.shape[1]
+        )
         return ((1 - self.weight) * logits.float().softmax(1) + self.weight * onehot).log()
 
 

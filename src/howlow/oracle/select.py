@@ -27,8 +27,9 @@ def select_random(valid: np.ndarray, revealed: np.ndarray, k: int, rng: np.rando
     return _pick_random(valid & ~revealed, k, rng)
 
 
-def select_random_error(error: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int,
-                        rng: np.random.Generator) -> np.ndarray:
+def select_random_error(
+    error: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
     """Uniform among unrevealed misclassified pixels."""
     return _pick_random(error & valid & ~revealed, k, rng)
 
@@ -83,8 +84,7 @@ def uncertainty(prob: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"unknown uncertainty {kind!r}")
 
 
-def select_most_uncertain(prob: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int,
-                          kind: str) -> np.ndarray:
+def select_most_uncertain(prob: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int, kind: str) -> np.ndarray:
     """The k most uncertain unrevealed valid pixels (ties: raster order)."""
     score = np.where(valid & ~revealed, uncertainty(prob, kind), -np.inf).ravel()
     n = min(k, int(np.isfinite(score).sum()))
@@ -92,8 +92,9 @@ def select_most_uncertain(prob: np.ndarray, valid: np.ndarray, revealed: np.ndar
     return np.stack(np.unravel_index(idx, valid.shape), 1).astype(np.int64)
 
 
-def select_pixelpick(prob: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int,
-                     rng: np.random.Generator, top: float = 0.05) -> np.ndarray:
+def select_pixelpick(
+    prob: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int, rng: np.random.Generator, top: float = 0.05
+) -> np.ndarray:
     """PixelPick-style: k at random among the `top` fraction most uncertain (margin) candidates,
     which spreads the picks instead of clustering them on one ambiguous boundary."""
     candidates = valid & ~revealed
@@ -108,8 +109,15 @@ ORACLE_RULES = ("random", "random_error", "error_center")
 UNCERTAINTY_RULES = ("margin", "entropy", "pixelpick")
 
 
-def select_pixels(strategy: str, error: np.ndarray, valid: np.ndarray, revealed: np.ndarray, k: int,
-                  rng: np.random.Generator, prob: np.ndarray | None = None) -> np.ndarray:
+def select_pixels(
+    strategy: str,
+    error: np.ndarray,
+    valid: np.ndarray,
+    revealed: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    prob: np.ndarray | None = None,
+) -> np.ndarray:
     """Dispatch on `oracle.strategy`; the uncertainty rules need the class probabilities `prob`."""
     if strategy == "random":
         return select_random(valid, revealed, k, rng)

@@ -31,22 +31,40 @@ def run(params: Params, layout: Layout) -> dict:
     for source in params.train.label_sources:
         info = read_json(layout.models / f"{source}.json")
         m = evaluate_source(prepared, layout.models / f"{source}.pt")
-        m.update(annotated_pixels=info["annotated_pixels"], annotated_pct=info["annotated_pct"],
-                 train_seconds=info["seconds"])
+        m.update(
+            annotated_pixels=info["annotated_pixels"],
+            annotated_pct=info["annotated_pct"],
+            train_seconds=info["seconds"],
+        )
         dataset[source] = m
-        rows.append({"source": source, "miou": round(m["miou"], 5), "pixel_accuracy": round(m["pixel_accuracy"], 5),
-                     "annotated_pct": round(info["annotated_pct"], 5)})
-        print(f"[evaluate] {source}: val mIoU {m['miou']:.4f}, accuracy {m['pixel_accuracy']:.4f}, "
-              f"{info['annotated_pct']:.3f} % labelled", file=sys.stderr, flush=True)
+        rows.append(
+            {
+                "source": source,
+                "miou": round(m["miou"], 5),
+                "pixel_accuracy": round(m["pixel_accuracy"], 5),
+                "annotated_pct": round(info["annotated_pct"], 5),
+            }
+        )
+        print(
+            f"[evaluate] {source}: val mIoU {m['miou']:.4f}, accuracy {m['pixel_accuracy']:.4f}, "
+            f"{info['annotated_pct']:.3f} % labelled",
+            file=sys.stderr,
+            flush=True,
+        )
     if "full" in dataset:
         for m in dataset.values():
             m["miou_pct_of_full"] = 100.0 * m["miou"] / dataset["full"]["miou"] if dataset["full"]["miou"] else None
-    metrics = {"oracle": totals,
-               "pseudo": {"mean_accuracy": pseudo["mean_accuracy"], "mean_miou": pseudo["mean_miou"]},
-               "dataset": dataset}
+    metrics = {
+        "oracle": totals,
+        "pseudo": {"mean_accuracy": pseudo["mean_accuracy"], "mean_miou": pseudo["mean_miou"]},
+        "dataset": dataset,
+    }
     write_csv(layout.plots / "miou_by_source.csv", rows)
-    budget_figure(read_csv(layout.plots / "oracle_curves.csv"), params.oracle.target_accuracy,
-                  layout.figures / "budget_curves.png")
+    budget_figure(
+        read_csv(layout.plots / "oracle_curves.csv"),
+        params.oracle.target_accuracy,
+        layout.figures / "budget_curves.png",
+    )
     sources_figure(rows, layout.figures / "miou_by_source.png")
     oracle_ids = set(annotated_ids(layout))
     for row in [r for r in prepared.split("train") if r["id"] in oracle_ids][: params.evaluate.n_figures]:

@@ -39,8 +39,10 @@ def use_runtime(params: Params) -> None:
 
 def fingerprint(params: Params, image_id: str) -> str:
     """What an image's result depends on besides the code: data import and oracle params."""
-    blob = json.dumps({"data": params.data.model_dump(mode="json"), "oracle": params.oracle.model_dump(mode="json"),
-                       "id": image_id}, sort_keys=True)
+    blob = json.dumps(
+        {"data": params.data.model_dump(mode="json"), "oracle": params.oracle.model_dump(mode="json"), "id": image_id},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -63,15 +65,29 @@ def _save_result(params: Params, image_id: str, label: np.ndarray, run: OracleRu
     assert run.model is not None
     last = run.curve[-1]
     summary = {
-        "id": image_id, "height": label.shape[0], "width": label.shape[1],
-        "pixels": label.size, "revealed": len(run.revealed),
+        "id": image_id,
+        "height": label.shape[0],
+        "width": label.shape[1],
+        "pixels": label.size,
+        "revealed": len(run.revealed),
         "revealed_pct": 100.0 * len(run.revealed) / label.size,
-        "rounds": len(run.curve), "accuracy": last["accuracy"], "miou": last["miou"],
-        "reached": run.reached, "seconds": round(run.seconds, 3),
+        "rounds": len(run.curve),
+        "accuracy": last["accuracy"],
+        "miou": last["miou"],
+        "reached": run.reached,
+        "seconds": round(run.seconds, 3),
     }
     save_torch(out_dir / f"{image_id}.pt", run.model.state_dict())
-    write_json(out_dir / f"{image_id}.json", {"id": image_id, "fingerprint": fingerprint(params, image_id),
-                                              "summary": summary, "curve": run.curve, "revealed": run.revealed})
+    write_json(
+        out_dir / f"{image_id}.json",
+        {
+            "id": image_id,
+            "fingerprint": fingerprint(params, image_id),
+            "summary": summary,
+            "curve": run.curve,
+            "revealed": run.revealed,
+        },
+    )
     return summary
 
 
@@ -88,8 +104,13 @@ def start(out_dir: Path) -> None:
         shutil.rmtree(out_dir)
 
 
-def oracle_images(params: Params, image_ids: list[str], prepared: Prepared, out_dir: Path,
-                  progress: Callable[[dict], None] | None = None) -> list[dict]:
+def oracle_images(
+    params: Params,
+    image_ids: list[str],
+    prepared: Prepared,
+    out_dir: Path,
+    progress: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Run (or reuse) the Oracle for these training images, `runtime.oracle_batch` at a time;
     their summary rows in the order given. Outputs are written atomically as each image finishes,
     the json last: a killed run leaves either no result for an image or a complete one."""
@@ -113,8 +134,15 @@ def oracle_images(params: Params, image_ids: list[str], prepared: Prepared, out_
         if progress:
             progress(summaries[image_id])
 
-    run_oracle_many(items(), prepared.n_classes, params.oracle, params.runtime.oracle_batch, done,
-                    params.runtime.device, params.runtime.select_workers)
+    run_oracle_many(
+        items(),
+        prepared.n_classes,
+        params.oracle,
+        params.runtime.oracle_batch,
+        done,
+        params.runtime.device,
+        params.runtime.select_workers,
+    )
     return [summaries[i] for i in image_ids]
 
 
@@ -142,15 +170,23 @@ def finish(summaries: list[dict], layout: Layout) -> dict:
     curves = []
     for s in summaries:
         for point in load_result(s["id"], out_dir)["curve"]:
-            curves.append({"image": s["id"], "revealed": point["revealed"],
-                           "revealed_pct": round(100 * point["revealed_fraction"], 5),
-                           "accuracy": round(point["accuracy"], 5), "miou": round(point["miou"], 5)})
+            curves.append(
+                {
+                    "image": s["id"],
+                    "revealed": point["revealed"],
+                    "revealed_pct": round(100 * point["revealed_fraction"], 5),
+                    "accuracy": round(point["accuracy"], 5),
+                    "miou": round(point["miou"], 5),
+                }
+            )
     write_csv(layout.plots / "oracle_curves.csv", curves)
     pct = np.array([s["revealed_pct"] for s in summaries])
     px = np.array([s["revealed"] for s in summaries])
     totals = {
-        "images": len(summaries), "mean_revealed_pct": float(pct.mean()),
-        "median_revealed_pct": float(np.median(pct)), "mean_revealed_px": float(px.mean()),
+        "images": len(summaries),
+        "mean_revealed_pct": float(pct.mean()),
+        "median_revealed_pct": float(np.median(pct)),
+        "mean_revealed_px": float(px.mean()),
         "median_revealed_px": float(np.median(px)),
         "reached_fraction": float(np.mean([s["reached"] for s in summaries])),
         "mean_accuracy": float(np.mean([s["accuracy"] for s in summaries])),
@@ -180,8 +216,11 @@ def run(params: Params, layout: Layout) -> dict:
     count = iter(range(1, len(ids) + 1))
 
     def progress(s: dict) -> None:
-        print(f"[oracle {next(count)}/{len(ids)}] {s['id']}: {s['revealed']} px ({s['revealed_pct']:.3f} %), "
-              f"acc {s['accuracy']:.4f} {'reached' if s['reached'] else 'NOT reached'}, {s['seconds']:.1f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"[oracle {next(count)}/{len(ids)}] {s['id']}: {s['revealed']} px ({s['revealed_pct']:.3f} %), "
+            f"acc {s['accuracy']:.4f} {'reached' if s['reached'] else 'NOT reached'}, {s['seconds']:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     return finish(oracle_images(params, ids, prepared, layout.oracle, progress), layout)

@@ -22,8 +22,9 @@ from ..params import Params
 from .oracle import annotated_ids, load_result, use_runtime
 
 
-def predict_image(params: Params, image: np.ndarray, n_classes: int, state_dict: dict,
-                  revealed: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+def predict_image(
+    params: Params, image: np.ndarray, n_classes: int, state_dict: dict, revealed: list[list[int]]
+) -> tuple[np.ndarray, np.ndarray]:
     """(labels uint8, confidence float32 in [0, 1]) from a stored per-image network and its revealed
     pixels ([y, x, class, ...] rows), as the Oracle scored them."""
     net = oracle_network(params.oracle, n_classes, seed=0)
@@ -45,8 +46,7 @@ def pseudolabel_image(params: Params, image_id: str, prepared: Prepared, layout:
     write_png(layout.pseudo / f"{image_id}_conf.png", np.round(conf * 255).astype(np.uint8))
     write_png(layout.pseudo / f"{image_id}.png", labels)
     cm = confusion(labels, prepared.label(row), prepared.n_classes)
-    return {"id": image_id, "accuracy": pixel_accuracy(cm), "miou": mean_iou(cm),
-            "mean_confidence": float(conf.mean())}
+    return {"id": image_id, "accuracy": pixel_accuracy(cm), "miou": mean_iou(cm), "mean_confidence": float(conf.mean())}
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -57,11 +57,14 @@ def run(params: Params, layout: Layout) -> dict:
     rows = []
     for i, image_id in enumerate(ids, 1):
         rows.append(pseudolabel_image(params, image_id, prepared, layout))
-        print(f"[pseudolabel {i}/{len(ids)}] {image_id}: accuracy {rows[-1]['accuracy']:.4f}",
-              file=sys.stderr, flush=True)
-    metrics = {"images": len(rows),
-               "mean_accuracy": float(np.mean([r["accuracy"] for r in rows])),
-               "mean_miou": float(np.mean([r["miou"] for r in rows])),
-               "per_image": rows}
+        print(
+            f"[pseudolabel {i}/{len(ids)}] {image_id}: accuracy {rows[-1]['accuracy']:.4f}", file=sys.stderr, flush=True
+        )
+    metrics = {
+        "images": len(rows),
+        "mean_accuracy": float(np.mean([r["accuracy"] for r in rows])),
+        "mean_miou": float(np.mean([r["miou"] for r in rows])),
+        "per_image": rows,
+    }
     write_json(layout.pseudo / "metrics.json", metrics)
     return metrics

@@ -22,7 +22,7 @@ def paired_difference(a: list[float], b: list[float]) -> dict:
     """Mean of the paired differences a - b (one pair per seed) with its 95 % t interval; `n` pairs.
     The interval is None with fewer than two pairs."""
     d = np.asarray(a, float) - np.asarray(b, float)
-    out: dict = {"n": int(len(d)), "mean": float(d.mean()) if len(d) else float("nan"), "ci95": None}
+    out: dict = {"n": len(d), "mean": float(d.mean()) if len(d) else float("nan"), "ci95": None}
     if len(d) > 1:
         half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
         out["ci95"] = [out["mean"] - half, out["mean"] + half]

@@ -52,7 +52,10 @@ def target_name(target: float) -> str:
 
 def row_name(source: str, target: float | None, seed: int) -> str:
     """rows/<name>: `full-<seed>` (no budget) or `<source>-<target>-<seed>`, as dvc.yaml's keys."""
-    return f"full-{seed}" if source == "full" else f"{source}-{target_name(target)}-{seed}"
+    if source == "full":
+        return f"full-{seed}"
+    assert target is not None, f"label source {source!r} needs a budget target"
+    return f"{source}-{target_name(target)}-{seed}"
 
 
 CONVERGENCE = "full-x2"
@@ -94,6 +97,8 @@ def budget_sources(params: Params) -> list[str]:
     """`study.label_sources`: the sources compared with `full` at each budget. `full` itself is
     trained once per seed by its own stages, so it must not be listed."""
     if "full" in params.study.label_sources:
-        raise ParamsError("study.label_sources: remove 'full': it is the reference, trained once per seed "
-                          "by the stages full@<seed>; list the sources compared with it")
+        raise ParamsError(
+            "study.label_sources: remove 'full': it is the reference, trained once per seed "
+            "by the stages full@<seed>; list the sources compared with it"
+        )
     return list(params.study.label_sources)

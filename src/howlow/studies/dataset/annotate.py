@@ -18,8 +18,10 @@ from . import StudyLayout, oracle_images, oracle_scale_differs, target_layout
 def prepare_oracle(params: Params, layout: Layout) -> dict:
     """The data set at `study.oracle_scale` into data/prepared_oracle."""
     if not oracle_scale_differs(params):
-        raise ParamsError(f"study.oracle_scale: {params.study.oracle_scale} is the training scale (or null): "
-                          "the Oracle reads data/prepared; remove stage prepare_oracle from dvc.yaml")
+        raise ParamsError(
+            f"study.oracle_scale: {params.study.oracle_scale} is the training scale (or null): "
+            "the Oracle reads data/prepared; remove stage prepare_oracle from dvc.yaml"
+        )
     scaled = params.model_copy(update={"data": params.data.model_copy(update={"scale": params.study.oracle_scale})})
     return prepare_stage.run(scaled, StudyLayout(layout.root, oracle_images(params, layout.root)))
 

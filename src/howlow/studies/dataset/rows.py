@@ -38,17 +38,32 @@ def train_row(params: Params, root: Path, source: str, name: str) -> dict:
     ids = annotated_ids(budget)
     info = train_source(params, source, prepared, ids, budget, out)
     scores = evaluate_source(prepared, out / f"{source}.pt")
-    row = {"name": name, "dataset": params.dataset_name, "source": source,
-           "target": None if source == "full" else target, "seed": params.train.seed, **scores,
-           "annotated_pixels": info["annotated_pixels"], "annotated_pct": info["annotated_pct"],
-           "annotated_px_per_image": info["annotated_pixels"] / info["images"], "images": info["images"],
-           "train_seconds": info["seconds"], "epochs": info["epochs"],
-           "oracle_reached_fraction": None if source == "full"
-           else read_json(budget.oracle / "totals.json")["reached_fraction"],
-           "model": f"{source}.pt", "train_ids": ids, "machine": machine()}
+    row = {
+        "name": name,
+        "dataset": params.dataset_name,
+        "source": source,
+        "target": None if source == "full" else target,
+        "seed": params.train.seed,
+        **scores,
+        "annotated_pixels": info["annotated_pixels"],
+        "annotated_pct": info["annotated_pct"],
+        "annotated_px_per_image": info["annotated_pixels"] / info["images"],
+        "images": info["images"],
+        "train_seconds": info["seconds"],
+        "epochs": info["epochs"],
+        "oracle_reached_fraction": None
+        if source == "full"
+        else read_json(budget.oracle / "totals.json")["reached_fraction"],
+        "model": f"{source}.pt",
+        "train_ids": ids,
+        "machine": machine(),
+    }
     write_json(out / "row.json", row)
-    print(f"[study-train {name}] val mIoU {row['miou']:.4f}, {row['annotated_pct']:.4g} % annotated",
-          file=sys.stderr, flush=True)
+    print(
+        f"[study-train {name}] val mIoU {row['miou']:.4f}, {row['annotated_pct']:.4g} % annotated",
+        file=sys.stderr,
+        flush=True,
+    )
     return row
 
 
@@ -56,8 +71,10 @@ def train(params: Params, layout: Layout) -> dict:
     """The row of stage full@<seed> or train@<source>-<t>-<seed>."""
     sources = params.train.label_sources
     if len(sources) != 1 or (sources[0] != "full" and sources[0] not in budget_sources(params)):
-        raise ParamsError(f"train.label_sources: {sources}: a study row trains one source, 'full' or one of "
-                          f"study.label_sources {params.study.label_sources}")
+        raise ParamsError(
+            f"train.label_sources: {sources}: a study row trains one source, 'full' or one of "
+            f"study.label_sources {params.study.label_sources}"
+        )
     source = sources[0]
     return train_row(params, layout.root, source, row_name(source, params.oracle.target_accuracy, params.train.seed))
 
@@ -68,6 +85,7 @@ def convergence(params: Params, layout: Layout) -> dict:
     if not params.study.convergence_check:
         write_json(rows_dir(layout.root) / CONVERGENCE / "row.json", {"name": CONVERGENCE, "skipped": True})
         return {"skipped": True}
-    longer = params.model_copy(update={"train": params.train.model_copy(
-        update={"epochs": 2 * params.train.epochs, "label_sources": ["full"]})})
+    longer = params.model_copy(
+        update={"train": params.train.model_copy(update={"epochs": 2 * params.train.epochs, "label_sources": ["full"]})}
+    )
     return train_row(longer, layout.root, "full", CONVERGENCE)

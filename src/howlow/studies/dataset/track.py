@@ -37,12 +37,21 @@ def run(params: Params, layout: Layout) -> dict:
         folder = rows_dir(root) / row["name"]
         digest = hashlib.sha256((folder / "row.json").read_bytes()).hexdigest()[:16]
         if digest not in known:
-            known[digest] = log_study_row(params, {**row, "study": study_name(root)}, folder / row["model"], prepared,
-                                          experiment, uri, {"howlow.row": digest})
+            known[digest] = log_study_row(
+                params,
+                {**row, "study": study_name(root)},
+                folder / row["model"],
+                prepared,
+                experiment,
+                uri,
+                {"howlow.row": digest},
+            )
             new += 1
         runs[row["name"]] = known[digest]
-    print(f"[study-track] {new} new runs, {len(rows) - new} already logged, experiment {experiment} at {uri}",
-          file=sys.stderr)
+    print(
+        f"[study-track] {new} new runs, {len(rows) - new} already logged, experiment {experiment} at {uri}",
+        file=sys.stderr,
+    )
     out = {"experiment": experiment, "runs": runs}
     write_json(results_dir(root) / "mlflow.json", out)
     return {"experiment": experiment, "runs": len(runs), "new": new}
