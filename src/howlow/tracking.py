@@ -187,6 +187,18 @@ def compare(params: Params, out_dir: Path) -> dict:
     return {"runs": len(rows)}
 
 
+def logged_study_rows(experiment: str, uri: str) -> dict[str, str]:
+    """The study rows already logged in `experiment`: their `howlow.row` digest tag -> run id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    runs = mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list")
+    return {r.data.tags["howlow.row"]: r.info.run_id for r in runs if "howlow.row" in r.data.tags}
+
+
 def log_study_row(
     params: Params, row: dict, model_path: Path, prepared, experiment: str, uri: str, tags: dict | None = None
 ) -> str:

@@ -14,23 +14,16 @@ from ...data import load_prepared
 from ...io import read_json, write_json
 from ...layout import Layout
 from ...params import Params
-from ...tracking import log_study_row, tracking_uri
+from ...tracking import log_study_row, logged_study_rows, tracking_uri
 from . import results_dir, rows_dir, study_name, training_images
 
 
 def run(params: Params, layout: Layout) -> dict:
-    import mlflow
-
     root = layout.root
     rep = read_json(results_dir(root) / "report.json")
     rows = rep["rows"] + ([rep["convergence_row"]] if rep["convergence_row"] else [])
     experiment, uri = f"{params.tracking.experiment}-{study_name(root)}", tracking_uri(params)
-    mlflow.set_tracking_uri(uri)
-    known = {}
-    if (exp := mlflow.get_experiment_by_name(experiment)) is not None:
-        for r in mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list"):
-            if "howlow.row" in r.data.tags:
-                known[r.data.tags["howlow.row"]] = r.info.run_id
+    known = logged_study_rows(experiment, uri)
     prepared = load_prepared(training_images(root))
     runs, new = {}, 0
     for row in rows:
