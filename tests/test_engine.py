@@ -214,3 +214,45 @@ def test_round_growth_reveals_a_share_of_what_is_revealed():
     for r in range(1, len(sizes)):
         assert sizes[r] <= max(2, int(np.ceil(0.5 * sizes[:r].sum())))
     assert sizes[1] == 10 and len(sizes) < 12  # 20 initial -> 10, then growing rounds
+
+
+@pytest.mark.parametrize("lattice", [[], [4]])
+def test_whole_image_prediction_matches_the_training_forward(lattice):
+    """StackedMLP.predict (chunked, cues and lattice in separate products) computes forward's logits."""
+    net = StackedMLP(3, 7 + 8 * len(lattice), K, 16, 2, lattice, 4)
+    gen = torch.Generator().manual_seed(0)
+    for g in range(3):
+        net.reset_slot(g, gen)
+    if net.grid is not None:
+        torch.nn.init.normal_(net.grid, generator=gen)
+    from howlow.oracle.features import grid_corners
+
+    h, w = 70, 90  # more pixels than one chunk of PREDICT_ROWS
+    cues = torch.randn(h * w, 7, generator=gen)
+    f = torch.cat([cues, grid_corners(h, w, lattice).flatten(1).T], 1) if lattice else cues
+    torch.testing.assert_close(net.predict(f, [2, 0]), net(f[None].expand(3, -1, -1))[[2, 0]], rtol=1e-5, atol=1e-5)
+
+
+def test_propagated_clicks_give_the_oracles_prediction_at_every_target():
+    """One Oracle run to the highest target holds the lower targets' runs as prefixes, and replaying
+    its clicks (howlow.oracle.replay.propagate) gives the Oracle's own prediction at each target."""
+    from howlow.oracle.replay import propagate
+    from howlow.oracle.scorer import Scorer
+    from howlow.studies.dataset.annotations import click_rounds, target_rounds
+
+    image, label = synthetic_scene(np.random.default_rng(4), 48, 64)
+    p = params(target_accuracy=0.97, geodesic=0.3)
+    top = run_oracle(image, label, K, p, seed=5)
+    curve = [[c["round"], c["revealed"], c["accuracy"], c["miou"]] for c in top.curve]
+    marks = target_rounds(curve, [0.9, 0.97])
+    assert marks["0.9"]["round"] < marks["0.97"]["round"] == len(top.curve) - 1
+    clicks = np.array(top.revealed)
+    keep = {marks[t]["round"]: t for t in marks}
+    out = {}
+    rounds = click_rounds(clicks, 64, max(keep) + 1)
+    propagate([("im", image, rounds, keep, 5)], K, p, 1, on_done=lambda key, o: out.update(o))
+    low = run_oracle(image, label, K, params(target_accuracy=0.9, geodesic=0.3), seed=5)
+    assert low.revealed == top.revealed[: marks["0.9"]["clicks"]]
+    np.testing.assert_array_equal(out["0.9"][0], low.prediction)
+    np.testing.assert_array_equal(out["0.97"][0], top.prediction)
+    assert Scorer(image, p).weight == 0.3  # the vote took part

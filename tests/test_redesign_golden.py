@@ -1,9 +1,12 @@
-"""The redesign moved the Oracle's code without changing what it computes: the same revealed pixels
-for the same seed as before the move (commit d741384), on the embedded default and on 4 CamVid frames.
+"""The Oracle computes what it computed: the same revealed pixels for the same seed as the recorded
+ones, on the embedded default and on 4 CamVid frames; a change to what it computes shows here.
 
-tests/data/golden_revealed.json was written by the pre-move code: the Oracle of params.yaml on the
-first 4 embedded training images, and the adopted CamVid recipe (studies/budget_camvid, the val30
-run of reports/oracle_budget) on 4 evenly spaced native val frames; 4 images a batch, one thread.
+tests/data/golden_revealed.json: the Oracle of params.yaml on the first 4 embedded training images,
+and the adopted CamVid recipe (studies/budget_camvid) on the first 4 native val frames; 4 images a
+batch, one thread. The embedded record is the pre-redesign code's (commit d741384). The CamVid record
+was rewritten on 2026-12-02 when whole-image prediction moved to StackedMLP.predict (the same logits
+to float rounding, 2.4x faster): the embedded default and 8 CamVid train frames kept every pixel,
+these 4 val frames parted from round 7-15 on (1,447 px in all, 1,468 before; CHANGELOG.md).
 """
 
 from __future__ import annotations

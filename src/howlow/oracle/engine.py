@@ -6,7 +6,7 @@ every layer's weights are one (G, in, out) tensor, a step is a few batched matmu
 and each slot has its own revealed pixels (padded, masked), its own Adam state and step count, and
 its own stopping rule. A slot whose image is done takes the next image at once (continuous
 batching), so the batch stays full. Images of different sizes work: only the revealed pixels enter
-a step, and the full-image predictions are padded per chunk.
+a step, and each image is predicted whole on its own (StackedMLP.predict).
 
 Slots never mix: slot g's loss depends on slot g's parameters only, padding rows carry zero weight,
 and the optimizer is element-wise. A batch of G images gives the same results as G runs of one image:
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -29,10 +29,6 @@ import torch
 from torch.nn import functional as F
 
 from .networks import StackedMLP, ensemble_logits
-
-# Full-image predictions run in chunks of slots holding at most this many pixels in all: bounds the
-# activations' memory (pixels x hidden x 4 bytes, ~1 GiB at width 64) whatever the batch size.
-PREDICT_PIXELS = 4_000_000
 
 
 class SlotAdam:
@@ -77,8 +73,12 @@ class RoundState(Protocol):
         """Flat indices, classes and loss weights (summing to 1) of the pixels to train on."""
         ...
 
-    def observe(self, logits: torch.Tensor, loss: float) -> bool:
-        """Take the round's (H*W, K) logits; True when the image is done."""
+    def wants_prediction(self) -> bool:
+        """Whether this round needs the whole image's prediction (a replay only needs some rounds')."""
+        ...
+
+    def observe(self, logits: torch.Tensor | None, loss: float) -> bool:
+        """Take the round's (H*W, K) logits (None when it wanted none); True when the image is done."""
         ...
 
 
@@ -92,30 +92,6 @@ class Job:
     features: torch.Tensor
     seed: int
     state: RoundState
-
-
-def predict(model: StackedMLP, feats: list[torch.Tensor], slots: list[int]) -> Iterator[tuple[int, torch.Tensor]]:
-    """(slot, (H*W, K) logits) for each slot, batched in chunks of at most PREDICT_PIXELS pixels;
-    images of different sizes are zero-padded to the chunk's largest."""
-    chunk: list[int] = []
-
-    def run(chunk):
-        n_max = max(len(feats[g]) for g in chunk)
-        x = feats[chunk[0]].new_zeros(len(chunk), n_max, feats[chunk[0]].shape[1])
-        for i, g in enumerate(chunk):
-            x[i, : len(feats[g])] = feats[g]
-        with torch.no_grad():
-            logits = model(x, torch.tensor(chunk, device=x.device))
-        for i, g in enumerate(chunk):
-            yield g, logits[i, : len(feats[g])]
-
-    for g in slots:
-        if chunk and (len(chunk) + 1) * max(len(feats[s]) for s in [*chunk, g]) > PREDICT_PIXELS:
-            yield from run(chunk)
-            chunk = []
-        chunk.append(g)
-    if chunk:
-        yield from run(chunk)
 
 
 def revealed_batch(picks: list[tuple], slots: list[int], feats: list[torch.Tensor], groups: int, device):
@@ -178,6 +154,7 @@ def run_batched(
     adam = SlotAdam(list(model.parameters()), lr)
     slot_job: list[Job | None] = [None] * batch_size
     slot_feats: list[torch.Tensor | None] = [None] * batch_size
+    slot_lattice: list[torch.Tensor | None] = [None] * batch_size  # StackedMLP.lattice_matrix, once per image
     slot_t0 = [0.0] * batch_size
 
     def member_slots(g: int) -> range:
@@ -199,6 +176,7 @@ def run_batched(
         slot_t0[g] = time.perf_counter()
         slot_job[g] = job = next(queue, None)
         slot_feats[g] = None if job is None else job.features.to(device)
+        slot_lattice[g] = None if job is None else model.lattice_matrix(cast(torch.Tensor, slot_feats[g]))
         if job is not None:
             restart(g)
 
@@ -230,19 +208,20 @@ def run_batched(
             losses = dict(zip(active, torch.stack(per_slot).view(len(active), members).mean(1).tolist()))
             # each slot's Oracle scores its prediction and picks pixels (CPU work); with a pool this
             # overlaps the next chunk's prediction. Slots are independent: results do not depend on it.
+            # each image's whole prediction (StackedMLP.predict, one image at a time: its cues enter
+            # once for all its members), and only where its state asks for one
             outcome: dict[int, Any] = {}
-            parts: dict[int, list[torch.Tensor]] = {}
-            for s, logits in predict(model, feats, slots):
-                g = s // members
-                parts.setdefault(g, []).append(logits)
-                if len(parts[g]) < members:
-                    continue
-                logits = ensemble_logits(torch.stack(parts.pop(g)))
-                observe = current(g).state.observe
-                outcome[g] = pool.submit(observe, logits, losses[g]) if pool else observe(logits, losses[g])
+            for g in active:
+                state = current(g).state
+                logits = None
+                if state.wants_prediction():
+                    logits = ensemble_logits(
+                        model.predict(cast(torch.Tensor, slot_feats[g]), member_slots(g), slot_lattice[g])
+                    )
+                outcome[g] = pool.submit(state.observe, logits, losses[g]) if pool else state.observe(logits, losses[g])
             for g in active:
                 if outcome[g].result() if pool else outcome[g]:
                     if on_done is not None:
-                        state = model.slot_state(g * members, members)
-                        on_done(current(g), state, time.perf_counter() - slot_t0[g])
+                        weights = model.slot_state(g * members, members)
+                        on_done(current(g), weights, time.perf_counter() - slot_t0[g])
                     fill(g)

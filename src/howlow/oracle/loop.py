@@ -79,8 +79,12 @@ class OracleState:
         """pixels_per_round, or a share of what is already revealed when `round_growth` asks for more."""
         return max(self.p.pixels_per_round, int(np.ceil(self.p.round_growth * len(self.run.revealed))))
 
-    def observe(self, logits: torch.Tensor, loss: float) -> bool:
+    def wants_prediction(self) -> bool:
+        return True  # every round is scored
+
+    def observe(self, logits: torch.Tensor | None, loss: float) -> bool:
         """Score this round's (H*W, K) logits; True when the image is done."""
+        assert logits is not None
         h, w = self.label.shape
         logits = self.scorer.logits(logits, self.run.revealed)
         pred = labels(logits, (h, w))

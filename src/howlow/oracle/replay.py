@@ -30,7 +30,11 @@ class ReplayState:
         flat = self.rounds[self.r]
         return flat, self.label.ravel()[flat].astype(np.int64), np.full(len(flat), 1.0 / len(flat), np.float32)
 
-    def observe(self, logits: torch.Tensor, loss: float) -> bool:
+    def wants_prediction(self) -> bool:
+        return True  # every round's accuracy is recorded
+
+    def observe(self, logits: torch.Tensor | None, loss: float) -> bool:
+        assert logits is not None
         flat = self.rounds[self.r]
         ys, xs = np.unravel_index(flat, self.label.shape)
         revealed = np.stack([ys, xs, self.label.ravel()[flat]], 1)
@@ -89,3 +93,77 @@ def training_order(
         members=p.ensemble,
     )
     return {name: float(np.mean([s.accuracy[-1] for s in states])) for name, states in results.items()}
+
+
+class PropagateState:
+    """Replays fixed clicks round by round, as the Oracle trained on them, and keeps the scored
+    prediction of the rounds in `keep` (round index -> name) only: pseudo-labels at several budgets
+    from one pass. `rounds[r]` holds the flat indices and classes of every click trained on in round r."""
+
+    def __init__(
+        self, shape: tuple[int, int], rounds: list[tuple[np.ndarray, np.ndarray]], keep: dict[int, str], scorer: Scorer
+    ):
+        self.shape, self.rounds, self.keep, self.scorer = shape, rounds, keep, scorer
+        self.last = max(keep)
+        assert self.last < len(rounds), "a kept round lies beyond the clicks"
+        self.r = 0
+        self.out: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (labels uint8, confidence float32)
+
+    def train_pixels(self):
+        flat, cls = self.rounds[self.r]
+        order = np.argsort(flat, kind="stable")  # raster order, as the Oracle trains (OracleState)
+        return flat[order], cls[order], np.full(len(flat), 1.0 / len(flat), np.float32)
+
+    def wants_prediction(self) -> bool:
+        return self.r in self.keep
+
+    def observe(self, logits: torch.Tensor | None, loss: float) -> bool:
+        if logits is not None:
+            flat, cls = self.rounds[self.r]
+            ys, xs = np.unravel_index(flat, self.shape)
+            scored = self.scorer.logits(logits, np.stack([ys, xs, cls], 1))
+            conf = scored.float().softmax(1).amax(1).cpu().numpy().reshape(self.shape)
+            self.out[self.keep[self.r]] = labels(scored, self.shape), conf
+        self.r += 1
+        return self.r > self.last
+
+
+def propagate(
+    items: list[tuple[str, np.ndarray, list[tuple[np.ndarray, np.ndarray]], dict[int, str], int]],
+    n_classes: int,
+    p: OracleParams,
+    batch: int,
+    device: str = "cpu",
+    on_done=None,
+) -> None:
+    """Per-image networks trained on given clicks, as the Oracle trains them (same engine, steps and
+    seeds, warm-started round by round), scored by the Oracle's scorer. Items are (id, image, rounds,
+    keep, seed) as PropagateState takes them; `on_done(id, {name: (labels, confidence)})` per image."""
+
+    def jobs():
+        for key, image, rounds, keep, seed in items:
+            yield Job(
+                key, pixel_features(image, p), seed, PropagateState(image.shape[:2], rounds, keep, Scorer(image, p))
+            )
+
+    def finished(job: Job, state_dict: dict, seconds: float) -> None:
+        if on_done is not None:
+            assert isinstance(job.state, PropagateState)
+            on_done(job.key, job.state.out)
+
+    run_batched(
+        jobs(),
+        n_features(p),
+        n_classes,
+        p.width,
+        p.depth,
+        p.lr,
+        p.steps_per_round,
+        batch,
+        p.warm_start,
+        finished,
+        device,
+        grid=p.grid,
+        grid_dim=p.grid_dim,
+        members=p.ensemble,
+    )
