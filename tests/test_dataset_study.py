@@ -27,8 +27,9 @@ TINY_STUDY = {
     "study": {
         "targets": [0.9],
         "seeds": [0, 1],
-        "label_sources": ["pseudo", "sparse", "random"],
+        "label_sources": ["pseudo", "random_pseudo", "sparse", "random"],
         "convergence_check": True,
+        "tuned_on": ["syn"],
     },
     "runtime": {"threads": 1},
 }
@@ -106,22 +107,36 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
     rep = json.loads((study / "results/report.json").read_text())
     # full once per seed; every other source once per budget and seed
     names = {r["name"] for r in rep["rows"]}
-    sources = ("pseudo", "sparse", "random")
+    sources = ("pseudo", "random_pseudo", "sparse", "random")
     assert names == {"full-0", "full-1"} | {f"{s}-0.9-{seed}" for s in sources for seed in (0, 1)}
     by = {r["name"]: r for r in rep["rows"]}
-    # random gets exactly the Oracle's count; full labels nearly every pixel
-    assert by["random-0.9-1"]["annotated_pixels"] == by["pseudo-0.9-1"]["annotated_pixels"] > 0
+    # random and random clicks get exactly the Oracle's count; full labels nearly every pixel
+    pixels = {by[f"{s}-0.9-1"]["annotated_pixels"] for s in sources}
+    assert len(pixels) == 1 and pixels.pop() > 0
     assert by["full-0"]["annotated_pct"] > 90
     assert rep["frames"]["train"] == ["syn_train_000", "syn_train_001", "syn_train_002"]
     assert len(rep["frames"]["val"]) == 2
-    assert {d["comparison"] for d in rep["paired"]} == {"pseudo - random", "pseudo - sparse", "pseudo - full"}
+    assert {d["comparison"] for d in rep["paired"]} == {
+        f"pseudo - {o}" for o in ("random", "random_pseudo", "sparse", "full")
+    }
+    # the annotations are in git (cache: false), one file per image, and the budget counts them
+    anns = sorted((study / "annotations").glob("syn_*.json"))
+    assert [a.stem for a in anns] == rep["frames"]["train"]
+    ignored = ["git", "check-ignore", "-q", "studies/dataset_tiny/annotations/syn_train_000.json"]
+    assert subprocess.run(ignored, cwd=project, env=env).returncode == 1  # not ignored: git keeps it
+    budget = json.loads((study / "results/budget.json").read_text())
+    clicks = [json.loads(a.read_text())["targets"]["0.9"]["clicks"] for a in anns]
+    assert budget["annotated"] == 3 and budget["targets"]["0.9"]["all"]["mean_px"] == pytest.approx(np.mean(clicks))
+    assert budget["tuned_on"] == ["syn"] and budget["held_out"] == [] and budget["targets"]["0.9"]["held_out"] is None
+    assert by["pseudo-0.9-0"]["annotated_pixels"] == sum(clicks)
     assert all(d["n"] == 2 and len(d["ci95"]) == 2 for d in rep["paired"])
     conv = rep["convergence"]
     assert (conv["seed"], conv["epochs"], conv["epochs_x2"]) == (0, 3, 6) and conv["miou"] == by["full-0"]["miou"]
     md = (study / "results/report.md").read_text()
-    assert "| pseudo | 0.9 |" in md and "| 0.9 | pseudo - random |" in md and "syn_train_002" in md
+    assert "| pseudo | 0.9 |" in md and "| 0.9 | pseudo - random_pseudo |" in md and "syn: 3" in md
     assert rep["machines"] and "Machine: " in md
-    for f in ("report.png", "curve.csv", "metrics.json"):
+    assert "| 0.9 all | 3 |" in md and "| 0.9 | " in md.split("Pseudo-labels against")[1]
+    for f in ("report.png", "learning_curve.png", "curve.csv", "metrics.json"):
         assert (study / "results" / f).stat().st_size > 0
     # MLflow: one run per row and the convergence row, in the study's experiment, a model each
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
@@ -139,6 +154,24 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
     assert "Running stage" not in again, again
     assert len(mlflow.search_runs(experiment_names=["howlow-dataset_tiny"], output_format="list")) == len(runs)
 
+    # a fresh clone holds the annotations (git) but no DVC cache: the Oracle does not run again, and
+    # the pseudo-labels rebuilt from the annotations are the same bytes
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-qm", "study results"], project, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path, env)
+    fresh = _repro(clone, env, "dataset_tiny")
+    assert "Running stage 'studies/dataset_tiny/dvc.yaml:annotate'" not in fresh
+    assert "Running stage 'studies/dataset_tiny/dvc.yaml:propagate'" in fresh
+    for png in sorted((study / "targets").rglob("*.png")):
+        assert png.read_bytes() == (clone / png.relative_to(project)).read_bytes(), png
+
+    # the study's networks scored on other frames (the synthetic generator with another seed)
+    out = run(["howlow", "study-evaluate", "-p", "../../params.yaml", "-p", "params.yaml", "data.seed=7"], study, env)
+    ext = json.loads((study / "results/external/synthetic.json").read_text())
+    assert len(ext["rows"]) == len(names) and ext["frames"] == ["syn_val_000", "syn_val_001"]
+    assert {a["source"] for a in ext["aggregate"]} == {"full", *sources} and "synthetic.md" in out
+
     # a third seed: only its rows (and the report and tracking) are stale, the finished rows are not
     overlay = yaml.safe_load((study / "params.yaml").read_text())
     overlay["study"]["seeds"] = [0, 1, 2]
@@ -152,18 +185,17 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
         check=True,
     ).stdout
     stale = {name.split(":")[-1] for name in json.loads(status)}
-    assert stale == {"full@2", "train@pseudo-0.9-2", "train@sparse-0.9-2", "train@random-0.9-2", "report"}, stale
+    assert stale == {"full@2", "report"} | {f"train@{s}-0.9-2" for s in sources}, stale
 
 
 @pytest.mark.slow
 def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread):
     """study.oracle_scale (studies/dataset_camvid): the Oracle annotates 48x64 images in
     data/prepared_oracle, the data-set networks train on the same images at 24x32; every sparse
-    source costs the Oracle's count, as a share of the 48x64 image."""
-    from howlow.io import read_csv
+    source costs the Oracle's clicks at the target, as a share of the 48x64 image."""
     from howlow.layout import Layout
     from howlow.stages import prepare
-    from howlow.studies.dataset import annotate, rows
+    from howlow.studies.dataset import annotate, annotations, rows
 
     (tmp_path / ".dvc").mkdir()  # the project root, where a relative data.source is read
     params = make_params(
@@ -172,27 +204,32 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread):
             "data": {**TINY_STUDY["data"], "scale": 0.5},
             "oracle": {"target_accuracy": 0.9, "steps_per_round": 30},
             "train": {**TINY_STUDY["train"], "crop": [16, 24], "epochs": 1},
-            "study": {**TINY_STUDY["study"], "oracle_scale": 1.0},
+            "study": {**TINY_STUDY["study"], "targets": [0.8, 0.9], "oracle_scale": 1.0},
         }
     )
     layout = Layout(tmp_path)
     prepare.run(params, layout)
     annotate.prepare_oracle(params, layout)
-    annotate.oracle(params, layout)
-    annotate.pseudolabel(params, layout)
-    oracle_rows = read_csv(tmp_path / "targets/0.9/data/oracle/summary.csv")
-    assert {(int(r["height"]), int(r["width"])) for r in oracle_rows} == {(48, 64)}
-    revealed = sum(int(r["revealed"]) for r in oracle_rows)
-    for source in ("pseudo", "sparse", "random"):
+    annotate.annotate(params, layout)
+    annotate.budget(params, layout)
+    annotate.propagate(params, layout)
+    anns = annotations.load_annotations(tmp_path)
+    assert {(a["height"], a["width"]) for a in anns} == {(48, 64)}
+    for a in anns:  # one run to the top target; the lower target is a prefix of its clicks
+        low, top = a["targets"]["0.8"], a["targets"]["0.9"]
+        assert low["round"] <= top["round"] and low["clicks"] <= top["clicks"] == len(a["clicks"])
+    revealed = sum(a["targets"]["0.9"]["clicks"] for a in anns)
+    assert (tmp_path / "targets/0.8/data/random_pseudo" / f"{anns[0]['id']}.png").is_file()
+    for source in ("pseudo", "random_pseudo", "sparse", "random"):
         p = params.model_copy(update={"train": params.train.model_copy(update={"label_sources": [source]})})
         row = rows.train(p, layout)
         assert row["name"] == f"{source}-0.9-0" and row["annotated_pixels"] == revealed
         assert row["annotated_pct"] == pytest.approx(100 * revealed / (3 * 48 * 64))
         assert (tmp_path / "rows" / row["name"] / f"{source}.pt").is_file()
     with pytest.raises(ParamsError, match=r"oracle\.target_accuracy"):
-        annotate.oracle(
-            params.model_copy(update={"oracle": params.oracle.model_copy(update={"target_accuracy": 0.95})}), layout
-        )
+        wrong = params.oracle.model_copy(update={"target_accuracy": 0.95})
+        one = params.train.model_copy(update={"label_sources": ["pseudo"]})
+        rows.train(params.model_copy(update={"oracle": wrong, "train": one}), layout)
 
 
 def test_cli_lists_the_study_commands_and_bad_input_exits_2(capsys):
@@ -202,10 +239,11 @@ def test_cli_lists_the_study_commands_and_bad_input_exits_2(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert all(f"study-{c}" in out for c in ("oracle", "pseudolabel", "train", "convergence", "report", "track"))
+    commands = ("annotate", "budget", "propagate", "train", "convergence", "report", "track", "evaluate")
+    assert all(f"study-{c}" in out for c in commands)
     params = str(ROOT / "params.yaml")
     assert main(["study-train", "-p", params, "study.label_sources=[full,pseudo]", "train.label_sources=[pseudo]"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "study.label_sources: remove 'full'" in err[0]
-    assert main(["study-oracle", "-p", params, "oracle.target_accuracy=0.5"]) == 2
+    assert main(["study-train", "-p", params, "train.label_sources=[pseudo]", "oracle.target_accuracy=0.5"]) == 2
     assert "oracle.target_accuracy: 0.5 is not one of study.targets" in capsys.readouterr().err

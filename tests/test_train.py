@@ -10,14 +10,16 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from torchvision import tv_tensors
 
-from conftest import make_params, merge, project_env
+from conftest import make_params, merge, project_env, untimed
 from howlow.data import load_prepared, prepare
-from howlow.io import VOID, write_csv, write_json, write_png
+from howlow.io import VOID, write_csv, write_png
 from howlow.layout import Layout
+from howlow.segmentation.datasets import Annotation
 from howlow.segmentation.engine import save_checkpoint
 from howlow.segmentation.models import build_model
 from howlow.segmentation.train import annotated_pixels, augmentation, evaluate, label_map, train_source
@@ -50,18 +52,21 @@ def test_label_sources_and_their_cost(tmp_path):
     row = prepared.split("train")[0]
     truth = prepared.label(row)
     revealed = [[1, 2, int(truth[1, 2]), 0], [30, 40, int(truth[30, 40]), 1]]
-    write_json(layout.oracle / f"{row['id']}.json", {"revealed": revealed, "summary": {"height": 40, "width": 48}})
+    ann = Annotation(np.array(revealed), 40, 48)
     pseudo = (truth.astype(int) + 1).clip(0, 5).astype(np.uint8)
     conf = np.zeros_like(truth)
     conf[:, :24] = 200  # 200/255 = 0.78 >= 0.6: kept; 0 elsewhere: dropped
     write_png(layout.pseudo / f"{row['id']}.png", pseudo)
     write_png(layout.pseudo / f"{row['id']}_conf.png", conf)
+    write_png(layout.random_pseudo / f"{row['id']}.png", truth)
 
     def target(source):
-        return label_map(source, params, prepared, row, layout)
+        return label_map(source, params, prepared, row, layout, ann)
 
     assert np.array_equal(target("full"), truth)
     assert np.array_equal(target("pseudo"), pseudo)
+    assert np.array_equal(target("random_pseudo"), truth)  # its own folder
+    assert annotated_pixels("random_pseudo", truth, truth, 2) == 2  # the clicks, not the labels
     confident = target("confident")
     assert np.array_equal(confident[:, :24], pseudo[:, :24]) and (confident[:, 24:] == VOID).all()
     sparse = target("sparse")
@@ -85,13 +90,12 @@ def test_labels_of_an_oracle_at_twice_the_resolution_are_resampled(tmp_path):
     row = prepared.split("train")[0]
     truth = prepared.label(row)
     big = np.kron(truth, np.ones((2, 2), np.uint8))  # what the Oracle saw, 80x96
-    revealed = [[5, 7, 3, 0], [79, 95, 1, 1]]  # native (y, x) -> training (2, 3) and (39, 47)
-    write_json(layout.oracle / f"{row['id']}.json", {"revealed": revealed, "summary": {"height": 80, "width": 96}})
+    ann = Annotation(np.array([[5, 7, 3, 0], [79, 95, 1, 1]]), 80, 96)  # -> training (2, 3) and (39, 47)
     write_png(layout.pseudo / f"{row['id']}.png", big)
     write_png(layout.pseudo / f"{row['id']}_conf.png", np.full_like(big, 255))
 
     def target(source):
-        return label_map(source, params, prepared, row, layout)
+        return label_map(source, params, prepared, row, layout, ann)
 
     assert np.array_equal(target("pseudo"), truth) and np.array_equal(target("confident"), truth)
     sparse = target("sparse")
@@ -150,7 +154,10 @@ def test_the_json_has_the_learning_curve(tmp_path, one_thread):
     history = info["history"]
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
     assert [r["loss"] for r in history] == info["loss"] and info["final_loss"] == info["loss"][-1]
-    assert all(set(r) == {"epoch", "loss", "lr", "val_miou", "val_pixel_accuracy"} for r in history)
+    assert all(set(r) == {"epoch", "loss", "lr", "val_miou", "val_pixel_accuracy", "seconds"} for r in history)
+    # the training time so far: the learning curve's x, ending at the training's total
+    assert [r["seconds"] for r in history] == sorted(r["seconds"] for r in history)
+    assert history[-1]["seconds"] == pytest.approx(info["seconds"], abs=0.01)
     scored = [r["epoch"] for r in history if r["val_miou"] is not None]
     assert scored == [2, 4, 5]
     assert all(0 <= r["val_miou"] <= 1 and 0 <= r["val_pixel_accuracy"] <= 1 for r in history if r["val_miou"])
@@ -209,7 +216,7 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path, one_thread):
     assert resumed.keys() == expected.keys()
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)
     info = yaml.safe_load((layout.models / "full.json").read_text())
-    assert info["history"] == ref["history"] and info["loss"] == ref["loss"]
+    assert untimed(info["history"]) == untimed(ref["history"]) and info["loss"] == ref["loss"]
     assert sorted(p.name for p in layout.models.iterdir()) == ["full.json", "full.pt"]
 
 

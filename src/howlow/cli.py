@@ -37,10 +37,17 @@ COMMANDS = {
         "howlow.studies.dataset.annotate:prepare_oracle",
         "data-set study: the data set at study.oracle_scale (stage prepare_oracle)",
     ),
-    "study-oracle": ("howlow.studies.dataset.annotate:oracle", "data-set study: the Oracle at one target (oracle@<t>)"),
-    "study-pseudolabel": (
-        "howlow.studies.dataset.annotate:pseudolabel",
-        "data-set study: pseudo-labels at one target (pseudolabel@<t>)",
+    "study-annotate": (
+        "howlow.studies.dataset.annotate:annotate",
+        "data-set study: the Oracle annotates every training image once, to the highest target (annotate)",
+    ),
+    "study-budget": (
+        "howlow.studies.dataset.annotate:budget",
+        "data-set study: the per-image budget per target and sequence, from the annotations there are (budget)",
+    ),
+    "study-propagate": (
+        "howlow.studies.dataset.annotate:propagate",
+        "data-set study: pseudo-labels per target from the clicks and from random clicks (propagate)",
     ),
     "study-train": (
         "howlow.studies.dataset.rows:train",
@@ -53,6 +60,10 @@ COMMANDS = {
     "study-report": (
         "howlow.studies.dataset.report:run",
         "data-set study: mean ± std, share of full, paired differences",
+    ),
+    "study-evaluate": (
+        "howlow.studies.dataset.external:run",
+        "data-set study: score its trained networks on another labelled folder (data.source=...)",
     ),
     "study-track": ("howlow.studies.dataset.track:run", "data-set study: one MLflow run per row"),
     "serve": ("flows.pipeline:serve", "serve the Prefect pipeline flow on the cron schedule of params.yaml"),

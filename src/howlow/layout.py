@@ -33,6 +33,11 @@ class Layout:
         return self.root / "data" / "pseudo"
 
     @property
+    def random_pseudo(self) -> Path:
+        """A data-set study's control: random clicks propagated like the Oracle's (howlow.studies.dataset)."""
+        return self.root / "data" / "random_pseudo"
+
+    @property
     def models(self) -> Path:
         return self.root / "models"
 

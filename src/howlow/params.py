@@ -107,7 +107,7 @@ class OracleParams(_Group):
         return self
 
 
-LabelSource = Literal["full", "pseudo", "confident", "sparse", "random"]
+LabelSource = Literal["full", "pseudo", "confident", "sparse", "random", "random_pseudo"]
 
 
 class TrainParams(_Group):
@@ -150,6 +150,9 @@ class StudyParams(_Group):
     # always train and are scored at data.scale: e.g. annotate CamVid at native resolution (1.0), where
     # the budget in % means what the paper means, and train at 0.25 where a CPU can
     oracle_scale: float | None = Field(gt=0, le=1)
+    # sequences (file-name prefixes) whose frames the Oracle's recipe was tuned on; the reports give
+    # the budget of every other sequence as the held-out figure
+    tuned_on: list[str]
 
     @model_validator(mode="after")
     def _valid(self):

@@ -148,3 +148,18 @@ def compare_figure(rows: list[dict], path: Path) -> None:
     ax.set_title("Annotation budget by target (all MLflow runs)")
     ax.legend()
     save_figure(fig, path)
+
+
+def learning_curve_figure(name: str, curves: dict[str, list[dict]], path: Path) -> None:
+    """Val mIoU against training time, one line per training (history rows with `seconds`, `val_miou`)."""
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
+    for label, hist in curves.items():
+        pts = [(h["seconds"] / 60, h["val_miou"]) for h in hist if h.get("val_miou") is not None and h.get("seconds")]
+        if pts:
+            ax.plot(*zip(*pts), "o-", ms=3, label=label)
+    ax.set_xlabel("training time (minutes, this machine)")
+    ax.set_ylabel("val mIoU")
+    ax.set_title(f"{name}: learning curve of the data-set network")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)

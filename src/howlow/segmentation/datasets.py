@@ -8,6 +8,11 @@ Label sources (all on the same training images, the ones the Oracle annotated, s
           unlabelled (same cost as pseudo)
   sparse  only the revealed pixels; the loss ignores every other pixel
   random  as many pixels per image as were revealed, chosen uniformly at random among valid pixels
+  random_pseudo  as many clicks per image at random, propagated by per-image networks as the Oracle's
+          clicks are (a data-set study's control: the value of the Oracle's choice of pixels)
+
+The clicks behind a budget come as an `Annotation` per image: the pipeline's from the oracle stage
+(`pipeline_annotations`), a data-set study's from its annotations/ at one target.
 """
 
 from __future__ import annotations
@@ -36,46 +41,65 @@ def resample_nearest(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return label[rows][:, cols]
 
 
-def label_map(source: str, params: Params, prepared: Prepared, row: dict, layout: Layout) -> np.ndarray:
+@dataclass(frozen=True)
+class Annotation:
+    """One image's clicks at one budget: rows [y, x, class, round] at the resolution annotated."""
+
+    clicks: np.ndarray
+    height: int
+    width: int
+
+
+def pipeline_annotations(layout: Layout) -> dict[str, Annotation]:
+    """The oracle stage's clicks of every annotated image (data/oracle/<id>.json)."""
+    out = {}
+    for row in read_csv(Path(layout.oracle) / "summary.csv"):
+        result = read_json(Path(layout.oracle) / f"{row['id']}.json")
+        clicks = np.array(result["revealed"], np.int64).reshape(-1, 4)
+        out[row["id"]] = Annotation(clicks, int(result["summary"]["height"]), int(result["summary"]["width"]))
+    return out
+
+
+def label_map(
+    source: str, params: Params, prepared: Prepared, row: dict, layout: Layout, ann: Annotation
+) -> np.ndarray:
     """The training target of one image for a label source (void 255 = no label). The Oracle may
     have annotated the image at another resolution (`study.oracle_scale`): its labels are resampled
     to the training image (nearest; a revealed pixel labels the training pixel it falls in)."""
     truth = prepared.label(row)
-    oracle_dir, pseudo_dir = Path(layout.oracle), Path(layout.pseudo)
     if source == "full":
         return truth
-    if source == "pseudo":
-        return resample_nearest(read_label(pseudo_dir / f"{row['id']}.png"), truth.shape)
+    if source in ("pseudo", "random_pseudo"):
+        folder = Path(layout.pseudo if source == "pseudo" else layout.random_pseudo)
+        return resample_nearest(read_label(folder / f"{row['id']}.png"), truth.shape)
     if source == "confident":
+        pseudo_dir = Path(layout.pseudo)
         target = resample_nearest(read_label(pseudo_dir / f"{row['id']}.png"), truth.shape).copy()
         conf = resample_nearest(read_label(pseudo_dir / f"{row['id']}_conf.png"), truth.shape)  # x 255
         target[conf < round(params.train.confidence * 255)] = VOID
         return target
-    result = read_json(oracle_dir / f"{row['id']}.json")
-    revealed = np.array(result["revealed"], np.int64).reshape(-1, 4)
     target = np.full_like(truth, VOID)
     if source == "sparse":
-        h, w = result["summary"]["height"], result["summary"]["width"]
-        ys = (revealed[:, 0] * truth.shape[0]) // h
-        xs = (revealed[:, 1] * truth.shape[1]) // w
-        target[ys, xs] = revealed[:, 2]
+        ys = (ann.clicks[:, 0] * truth.shape[0]) // ann.height
+        xs = (ann.clicks[:, 1] * truth.shape[1]) // ann.width
+        target[ys, xs] = ann.clicks[:, 2]
         return target
     if source == "random":
         rng = np.random.default_rng([params.train.seed, zlib.crc32(row["id"].encode())])
         ys, xs = np.nonzero(truth != VOID)
-        pick = rng.choice(len(ys), size=min(len(revealed), len(ys)), replace=False)
+        pick = rng.choice(len(ys), size=min(len(ann.clicks), len(ys)), replace=False)
         target[ys[pick], xs[pick]] = truth[ys[pick], xs[pick]]
         return target
     raise ValueError(f"unknown label source {source!r}")
 
 
 def annotated_pixels(source: str, target: np.ndarray, truth: np.ndarray, n_revealed: int) -> int:
-    """What the labels of a source cost a human: every valid pixel for `full`, the Oracle's
-    revealed pixels for `pseudo`, `confident` and `sparse` (their labels come from those), the
-    labelled pixels for `random`."""
+    """What the labels of a source cost a human: every valid pixel for `full`, the clicks for
+    `pseudo`, `confident` and `sparse` (their labels come from those) and for `random_pseudo` (as
+    many random clicks), the labelled pixels for `random`."""
     if source == "full":
         return int((truth != VOID).sum())
-    if source in ("pseudo", "confident", "sparse"):
+    if source in ("pseudo", "confident", "sparse", "random_pseudo"):
         return n_revealed
     return int((target != VOID).sum())
 
@@ -142,21 +166,37 @@ class SourceData:
     std: torch.Tensor
 
 
-def source_data(params: Params, source: str, prepared: Prepared, ids: list[str], layout: Layout) -> SourceData:
+def source_data(
+    params: Params,
+    source: str,
+    prepared: Prepared,
+    ids: list[str],
+    layout: Layout,
+    annotations: dict[str, Annotation] | None = None,
+) -> SourceData:
+    """The images `ids` with one source's targets; the clicks come from `annotations` (default:
+    the pipeline's oracle stage; `full` needs none)."""
     rows = [r for r in prepared.split("train") if r["id"] in ids]
     if not rows:
         raise DataError(f"{layout.prepared}: none of the {len(ids)} annotated images is a training image")
-    summary_path = Path(layout.oracle) / "summary.csv"
-    summary = {r["id"]: r for r in read_csv(summary_path)}
+    if annotations is None and source != "full":
+        annotations = pipeline_annotations(layout)
     images, targets, annotated, total = [], [], 0, 0
     for row in rows:
-        if row["id"] not in summary:
-            raise DataError(f"{summary_path}: no row for training image {row['id']!r}")
-        target = label_map(source, params, prepared, row, layout)
         truth = prepared.label(row)
-        annotated += annotated_pixels(source, target, truth, int(summary[row["id"]]["revealed"]))
-        # a share of the image at the resolution it was annotated at (the Oracle's, for the sparse sources)
-        total += truth.size if source == "full" else int(summary[row["id"]]["pixels"])
+        if source == "full":
+            target = truth
+            annotated += annotated_pixels(source, target, truth, 0)
+            total += truth.size
+        else:
+            assert annotations is not None
+            if row["id"] not in annotations:
+                raise DataError(f"{layout.oracle}: no clicks for training image {row['id']!r}")
+            ann = annotations[row["id"]]
+            target = label_map(source, params, prepared, row, layout, ann)
+            annotated += annotated_pixels(source, target, truth, len(ann.clicks))
+            # a share of the image at the resolution it was annotated at (the Oracle's)
+            total += ann.height * ann.width
         images.append(prepared.image(row))
         targets.append(target)
     stacked = torch.cat([torch.from_numpy(im).reshape(-1, 3).T for im in images], 1).float() / 255.0

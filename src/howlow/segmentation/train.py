@@ -34,6 +34,7 @@ from ..layout import Layout
 from ..metrics import iou_per_class, mean_iou, pixel_accuracy
 from ..params import Params
 from .datasets import (
+    Annotation,
     SegmentationDataset,
     SourceData,
     annotated_pixels,
@@ -103,13 +104,20 @@ def _scores(cm: np.ndarray) -> dict:
 
 
 def train_source(
-    params: Params, source: str, prepared: Prepared, ids: list[str], layout: Layout, out_dir: Path | None = None
+    params: Params,
+    source: str,
+    prepared: Prepared,
+    ids: list[str],
+    layout: Layout,
+    out_dir: Path | None = None,
+    annotations: dict[str, Annotation] | None = None,
 ) -> dict:
     """Train the data-set network on one label source (resuming from its checkpoint when there is
-    a matching one); `out_dir` (default `layout.models`) gets `<source>.pt` and `<source>.json`."""
+    a matching one); `out_dir` (default `layout.models`) gets `<source>.pt` and `<source>.json`.
+    `annotations`: the clicks behind the budget (default: the pipeline's oracle stage)."""
     out_dir = Path(out_dir or layout.models)
     t = params.train
-    data = source_data(params, source, prepared, ids, layout)
+    data = source_data(params, source, prepared, ids, layout, annotations)
     key = fingerprint(params, source, data, prepared.n_classes)
     device = torch.device(params.runtime.device)
 
@@ -154,8 +162,10 @@ def train_source(
             "lr": lr,
             "val_miou": None,
             "val_pixel_accuracy": None,
+            "seconds": None,
         }
         seconds += time.perf_counter() - t0  # training time; the val scoring is not part of it
+        row["seconds"] = round(seconds, 2)  # training time so far: the learning curve's x
         if (t.eval_every and (epoch + 1) % t.eval_every == 0) or epoch + 1 == t.epochs:
             row.update(_scores(evaluate(model, val_loader, device, prepared.n_classes)))
         history.append(row)

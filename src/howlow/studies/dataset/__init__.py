@@ -7,17 +7,27 @@ than the clicks alone (`sparse`) or as many random pixels (`random`)? A study fo
     prepare                  the data set at the training scale: data/prepared (howlow.stages.prepare)
     prepare_oracle           only when `study.oracle_scale` differs from `data.scale`: the same images
                              at the Oracle's scale, data/prepared_oracle (`howlow study-prepare-oracle`)
-    oracle@<t>, pseudolabel@<t>
-                             per Oracle target t in `study.targets` (a target is a budget): the
-                             pipeline's own oracle and pseudolabel stages on targets/<t>/
-    full@<seed>              the reference: full labels, per seed in `study.seeds` (no budget)
+    annotate                 ONE Oracle run per training image to the highest target; every lower
+                             target is a prefix of its clicks: annotations/<id>.json, kept in git
+                             (`howlow study-annotate`)
+    budget                   the per-image budget per target, overall, per sequence and on the
+                             held-out sequences (not in `study.tuned_on`): results/budget.{json,md}
+    propagate                per-image networks replay the clicks (and as many random clicks, the
+                             control `random_pseudo`) and label their images at each target's round:
+                             targets/<t>/data/{pseudo,random_pseudo}/ (`howlow study-propagate`)
+    full@<seed>              the reference: full labels of every training image, per seed in `study.seeds`
     train@<source>-<t>-<seed>
                              one data-set network per label source of `study.label_sources`, target
                              and seed, trained with the same recipe `train.*` and scored on the whole
                              val split: rows/<source>-<t>-<seed>/ (`howlow study-train`)
     convergence              `full` on the first seed for twice the epochs: rows/full-x2/
-    report                   mean ± std over seeds, % of full, paired differences: results/
+    report                   mean ± std over seeds, % of full, paired differences, the budget, the
+                             learning curve: results/
     track                    every row as one MLflow run in experiment `<tracking.experiment>-<folder>`
+
+`howlow study-evaluate data.source=<folder>` scores the trained rows on any other labelled folder
+(results/external/). The annotations are the study's product: on a fresh clone, `dvc repro` rebuilds
+the pseudo-labels and every training from them without running the Oracle again.
 
 One row per DVC stage, so DVC's lock and run cache skip finished rows when a seed, a target or a
 source is added. The modules here only read and write files: the Oracle is howlow.oracle, the

@@ -1,18 +1,60 @@
-"""The Oracle's stages of a data-set study: the pipeline's own prepare, oracle and pseudolabel
-functions, run on the study's folders (`howlow study-prepare-oracle`, `study-oracle`, `study-pseudolabel`).
+"""The annotation stages of a data-set study: the Oracle annotates every training image once, and
+per-image networks turn the annotations into pseudo-labels (`howlow study-prepare-oracle`,
+`study-annotate`, `study-propagate`).
 
-`oracle.target_accuracy` names the target (dvc.yaml sets it from the matrix); its outputs go to
-targets/<t>/data/oracle, targets/<t>/data/pseudo and targets/<t>/eval/plots.
+annotate   ONE Oracle run per image, to the highest of `study.targets`. The curve tells where each
+           lower target was first crossed, so every budget is a prefix of the same clicks.
+           annotations/<id>.json (kept in git: the product of the study, from which everything later
+           is rebuilt on a fresh clone without the Oracle): the clicks [y, x, class, round] in reveal
+           order, the round-by-round curve [round, clicks, accuracy, mIoU] and, per target, the round
+           and click count where it was first reached; annotations/index.json lists them once all are
+           done. Timings go to results/annotate_time.json, never into the annotations.
+budget     the per-image budget per target, overall and per sequence (file-name prefix), the sequences
+           the recipe was tuned on (`study.tuned_on`) apart from the held-out ones: results/budget.json
+           and budget.md. It reads the annotations there are, so it also reports a run still under way.
+propagate  per image, per-image networks trained on its clicks round by round, as the Oracle trained
+           them, scored by the Oracle's scorer at each target's round: targets/<t>/data/pseudo/<id>.png
+           (+ _conf.png); and the control `random_pseudo`: as many clicks at random (same count per
+           target and the same round sizes), propagated the same way: targets/<t>/data/random_pseudo/.
+
+Resuming: each annotations/<id>.json is written whole as its image finishes and is reused when its
+fingerprint (data and Oracle params) matches, so a killed run continues; index.json is written
+last and marks the run finished (DVC reruns the stage only when something changed, so a finished
+run is redone whole).
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from ...data import load_prepared
+from ...io import VOID, DataError, atomic_write_bytes, read_json, write_json, write_png
 from ...layout import Layout
+from ...metrics import confusion, mean_iou, pixel_accuracy
+from ...oracle import OracleRun, image_seed, run_oracle_many
+from ...oracle.replay import propagate as propagate_clicks
 from ...params import Params, ParamsError
-from ...stages import oracle as oracle_stage
 from ...stages import prepare as prepare_stage
-from ...stages import pseudolabel as pseudolabel_stage
-from . import StudyLayout, oracle_images, oracle_scale_differs, target_layout
+from ...stages.oracle import fingerprint, use_runtime
+from ..common import machine
+from . import StudyLayout, oracle_images, oracle_scale_differs, target_name
+from .annotations import (
+    INDEX,
+    RANDOM_PSEUDO,
+    annotations_dir,
+    budget_markdown,
+    click_rounds,
+    load_annotations,
+    random_clicks,
+    sequence,
+    summarise,
+    target_rounds,
+    write_annotation,
+)
 
 
 def prepare_oracle(params: Params, layout: Layout) -> dict:
@@ -26,16 +68,166 @@ def prepare_oracle(params: Params, layout: Layout) -> dict:
     return prepare_stage.run(scaled, StudyLayout(layout.root, oracle_images(params, layout.root)))
 
 
-def _target(params: Params) -> float:
-    target = params.oracle.target_accuracy
-    if target not in params.study.targets:
-        raise ParamsError(f"oracle.target_accuracy: {target} is not one of study.targets {params.study.targets}")
-    return target
+def top_params(params: Params) -> Params:
+    """The params the Oracle runs with: `oracle.target_accuracy` = the highest study target."""
+    oracle = params.oracle.model_copy(update={"target_accuracy": max(params.study.targets)})
+    return params.model_copy(update={"oracle": oracle})
 
 
-def oracle(params: Params, layout: Layout) -> dict:
-    return oracle_stage.run(params, target_layout(params, layout.root, _target(params)))
+def annotation(params: Params, image_id: str, shape: tuple[int, int], run: OracleRun) -> dict:
+    curve = [[c["round"], c["revealed"], round(c["accuracy"], 6), round(c["miou"], 6)] for c in run.curve]
+    return {
+        "id": image_id,
+        "sequence": sequence(image_id),
+        "height": shape[0],
+        "width": shape[1],
+        "fingerprint": fingerprint(params, image_id),
+        "reached": run.reached,
+        "targets": target_rounds(curve, params.study.targets),
+        "curve": curve,
+        "clicks": run.revealed,
+    }
 
 
-def pseudolabel(params: Params, layout: Layout) -> dict:
-    return pseudolabel_stage.run(params, target_layout(params, layout.root, _target(params)))
+def annotate(params: Params, layout: Layout) -> dict:
+    """Stage annotate: the Oracle over every training image at the highest target."""
+    use_runtime(params)
+    params = top_params(params)
+    root = layout.root
+    prepared = load_prepared(oracle_images(params, root))
+    out = annotations_dir(root)
+    if (out / INDEX).is_file():  # a finished run: DVC reruns it because something changed
+        shutil.rmtree(out)
+    rows = prepared.split("train")
+    if params.oracle.max_images:
+        rows = rows[: params.oracle.max_images]
+    anns: dict[str, dict] = {}
+    for r in rows:
+        path = out / f"{r['id']}.json"
+        if path.is_file() and (a := read_json(path)).get("fingerprint") == fingerprint(params, r["id"]):
+            anns[r["id"]] = a
+    todo = [r for r in rows if r["id"] not in anns]
+    timing_path = root / "results" / "annotate_time.json"
+    timing = read_json(timing_path) if timing_path.is_file() and anns else {"seconds": {}}
+    print(f"[annotate] {len(anns)} of {len(rows)} images done before, {len(todo)} to annotate", file=sys.stderr)
+    shapes: dict[str, tuple[int, int]] = {}
+    t0, count = time.perf_counter(), iter(range(len(anns) + 1, len(rows) + 1))
+
+    def items():
+        for r in todo:
+            label = prepared.label(r)
+            if not (label != VOID).any():
+                raise DataError(f"{prepared.root / r['label']}: every pixel is void: there is nothing to reveal")
+            shapes[r["id"]] = label.shape
+            yield r["id"], prepared.image(r), label, image_seed(params.oracle.seed, r["id"])
+
+    def done(image_id: str, run: OracleRun) -> None:
+        anns[image_id] = a = annotation(params, image_id, shapes.pop(image_id), run)
+        write_annotation(out / f"{image_id}.json", a)
+        timing["seconds"][image_id] = round(run.seconds, 2)
+        write_json(timing_path, timing)
+        n, elapsed = next(count), time.perf_counter() - t0
+        left = (len(rows) - n) * elapsed / max(1, n - (len(rows) - len(todo)))
+        print(
+            f"[annotate {n}/{len(rows)}] {image_id}: {len(run.revealed)} px, acc {run.curve[-1]['accuracy']:.4f}"
+            f"{'' if run.reached else ' NOT reached'}, {run.seconds:.1f} s (ETA {left / 60:.0f} min)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    run_oracle_many(
+        items(),
+        prepared.n_classes,
+        params.oracle,
+        params.runtime.oracle_batch,
+        done,
+        params.runtime.device,
+        params.runtime.select_workers,
+    )
+    secs = list(timing["seconds"].values())
+    timing.update({"images": len(secs), "mean_s_per_image": float(np.mean(secs)) if secs else None})
+    timing["machine"] = machine()
+    write_json(timing_path, timing)
+    write_json(out / INDEX, {"images": len(rows), "ids": [r["id"] for r in rows]})  # last: marks the run finished
+    return {"images": len(rows), "mean_clicks": float(np.mean([len(anns[r["id"]]["clicks"]) for r in rows]))}
+
+
+def budget(params: Params, layout: Layout) -> dict:
+    """Stage budget: results/budget.json and budget.md from the annotations there are."""
+    root = layout.root
+    anns = load_annotations(root, complete=False)
+    if not anns:
+        raise DataError(f"{annotations_dir(root)}: no annotations yet; stage annotate makes them")
+    n_train = len(load_prepared(oracle_images(params, root)).split("train"))
+    rep = {"annotated": len(anns), "train_images": n_train, "machine": machine(), **summarise(anns, params)}
+    write_json(root / "results" / "budget.json", rep)
+    atomic_write_bytes(root / "results" / "budget.md", budget_markdown(rep).encode())
+    return {"annotated": len(anns), **{t: v["held_out"] or v["all"] for t, v in rep["targets"].items()}}
+
+
+def propagate(params: Params, layout: Layout) -> dict:
+    """Stage propagate: pseudo-labels per target from the Oracle's clicks and from random clicks."""
+    use_runtime(params)
+    params = top_params(params)
+    root = layout.root
+    prepared = load_prepared(oracle_images(params, root))
+    rows = {r["id"]: r for r in prepared.split("train")}
+    anns = load_annotations(root)
+    targets = [target_name(t) for t in sorted(params.study.targets)]
+    dirs = {(kind, t): root / "targets" / t / "data" / kind for kind in ("pseudo", RANDOM_PSEUDO) for t in targets}
+    scores: dict[tuple[str, str], list[dict]] = {k: [] for k in dirs}
+    labels: dict[str, np.ndarray] = {}
+
+    def items():
+        for a in anns:
+            if a["id"] not in rows:
+                raise DataError(f"{annotations_dir(root) / (a['id'] + '.json')}: no training image {a['id']!r}")
+            row = rows[a["id"]]
+            image, label = prepared.image(row), prepared.label(row)
+            if label.shape != (a["height"], a["width"]):
+                raise DataError(
+                    f"{annotations_dir(root) / (a['id'] + '.json')}: annotated at {a['height']}x"
+                    f"{a['width']}, the image is {label.shape[0]}x{label.shape[1]}"
+                )
+            labels[a["id"]] = label
+            seed = image_seed(params.oracle.seed, a["id"])
+            for kind, clicks in (
+                ("pseudo", np.array(a["clicks"], np.int64).reshape(-1, 4)),
+                (RANDOM_PSEUDO, random_clicks(a, label, params.oracle.seed)),
+            ):
+                keep: dict[int, list[str]] = {}
+                for t in targets:
+                    keep.setdefault(a["targets"][t]["round"], []).append(t)
+                names = {r: ",".join(ts) for r, ts in keep.items()}
+                n_rounds = max(keep) + 1
+                yield f"{kind}/{a['id']}", image, click_rounds(clicks, label.shape[1], n_rounds), names, seed
+
+    count = iter(range(1, 2 * len(anns) + 1))
+
+    def done(key: str, out: dict) -> None:
+        kind, image_id = key.split("/", 1)
+        label = labels[image_id]
+        for names, (pred, conf) in out.items():
+            for t in names.split(","):
+                write_png(dirs[kind, t] / f"{image_id}.png", pred)
+                if kind == "pseudo":
+                    write_png(dirs[kind, t] / f"{image_id}_conf.png", np.round(conf * 255).astype(np.uint8))
+                cm = confusion(pred, label, prepared.n_classes)
+                scores[kind, t].append({"id": image_id, "accuracy": pixel_accuracy(cm), "miou": mean_iou(cm)})
+        print(f"[propagate {next(count)}/{2 * len(anns)}] {key}", file=sys.stderr, flush=True)
+
+    propagate_clicks(
+        items(), prepared.n_classes, params.oracle, params.runtime.oracle_batch, params.runtime.device, done
+    )
+    result = {}
+    for (kind, t), rs in scores.items():
+        rs.sort(key=lambda r: r["id"])
+        m = {
+            "images": len(rs),
+            "mean_accuracy": float(np.mean([r["accuracy"] for r in rs])),
+            "mean_miou": float(np.mean([r["miou"] for r in rs])),
+            "per_image": rs,
+        }
+        write_json(dirs[kind, t] / "metrics.json", m)
+        result[f"{kind}@{t}"] = m["mean_accuracy"]
+    return result

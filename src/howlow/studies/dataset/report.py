@@ -19,13 +19,23 @@ from ...data import load_prepared
 from ...io import DataError, atomic_write_bytes, read_json, write_csv, write_json
 from ...layout import Layout
 from ...params import Params
-from ...plots import dataset_level_figure
+from ...plots import dataset_level_figure, learning_curve_figure
 from ..common import machine, paired_difference
-from . import CONVERGENCE, budget_sources, results_dir, row_name, rows_dir, study_name, training_images
+from . import (
+    CONVERGENCE,
+    budget_sources,
+    results_dir,
+    row_name,
+    rows_dir,
+    study_name,
+    target_name,
+    training_images,
+)
+from .annotations import RANDOM_PSEUDO, annotations_dir, budget_table, sequence
 
-ORDER = ["full", "pseudo", "confident", "sparse", "random"]
+ORDER = ["full", "pseudo", "confident", "random_pseudo", "sparse", "random"]
 # the claim: pseudo-labels against each alternative at the same budget (full: at any budget)
-CLAIM = ("random", "sparse", "full")
+CLAIM = ("random", "random_pseudo", "sparse", "full")
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -122,11 +132,12 @@ def markdown(rep: dict) -> str:
         f"Made by `dvc repro studies/{name}/dvc.yaml` (howlow.studies.dataset). Every number is a mean ± std "
         "over training seeds; % of full compares each seed with the full-label network of the same seed. "
         "Annotated % counts the pixels a person labels: all valid pixels for `full`, the Oracle's revealed "
-        "pixels for `pseudo`, `confident` and `sparse`, as many at random for `random`.",
+        "pixels for `pseudo`, `confident` and `sparse`, as many random clicks for `random_pseudo` and as many "
+        "random pixels for `random`.",
         "",
         f"- Data: {rep['dataset']} at scale {s['scale']}; {len(rep['frames']['train'])} training images "
-        f"({s['train_size']}): {', '.join(rep['frames']['train'])}; {len(rep['frames']['val'])} val images: "
-        f"{', '.join(rep['frames']['val'])}.",
+        f"({s['train_size']}; {by_sequence(rep['frames']['train'])}); {len(rep['frames']['val'])} val images "
+        f"({by_sequence(rep['frames']['val'])}); the ids are in report.json.",
         f"- Network: {s['model']} width {s['width']} depth {s['depth']}, from scratch, {s['epochs']} epochs of "
         f"batches of {s['batch_size']} crops {s['crop']}, Adam + one-cycle lr {s['lr']}, augmentation "
         f"{'RandomResizedCrop + flip' if s['augment'] else 'crop only'}; `confident` keeps pseudo-labels "
@@ -179,8 +190,66 @@ def markdown(rep: dict) -> str:
             + " | ".join(f"{a['per_class_iou_mean'][c]:.3f}" for c in classes)
             + " |"
         )
-    lines += ["", "![val mIoU against annotated %](report.png)", ""]
+    lines += budget_markdown(rep)
+    lines += [
+        "",
+        "![val mIoU against annotated %](report.png)",
+        "",
+        f"Training time: {rep['time']['train_hours']:.1f} h for {len(rep['rows'])} networks. Learning curve "
+        "of the `full` trainings:",
+        "",
+        "![learning curve](learning_curve.png)",
+        "",
+    ]
     return "\n".join(lines)
+
+
+def by_sequence(ids: list[str]) -> str:
+    """'0001TP: 62, 0006R0: 101': frames per sequence (file-name prefix)."""
+    counts: dict[str, int] = {}
+    for i in ids:
+        counts[sequence(i)] = counts.get(sequence(i), 0) + 1
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())
+
+
+def budget_markdown(rep: dict) -> list[str]:
+    """The per-image budget by sequence, held-out sequences apart, and the pseudo-labels' quality."""
+    t = rep["time"]
+    lines = ["", "## Per-image budget", "", *budget_table(rep["budget"]), ""]
+    lines.append(
+        f"Native {rep['annotation_size']}; the Oracle took {t['annotate_mean_s']:.1f} s per image "
+        f"({t['annotate_hours']:.2f} h for {t['annotate_images']} images, {t['annotate_machine']})."
+    )
+    if rep["pseudo_quality"]:
+        lines += [
+            "",
+            "Pseudo-labels against the ground truth (training frames, native, mean per image): the "
+            "Oracle's clicks and as many random clicks, propagated alike.",
+            "",
+            "| target | pseudo accuracy | pseudo mIoU | random_pseudo accuracy | random_pseudo mIoU |",
+            "|---|---|---|---|---|",
+        ]
+        for target, q in rep["pseudo_quality"].items():
+            lines.append(
+                f"| {target} | {q['pseudo']['mean_accuracy']:.4f} | {q['pseudo']['mean_miou']:.3f} | "
+                f"{q[RANDOM_PSEUDO]['mean_accuracy']:.4f} | {q[RANDOM_PSEUDO]['mean_miou']:.3f} |"
+            )
+    return lines
+
+
+def pseudo_quality(root: Path, targets: list[float]) -> dict:
+    out = {}
+    for t in map(target_name, targets):
+        paths = {k: root / "targets" / t / "data" / k / "metrics.json" for k in ("pseudo", RANDOM_PSEUDO)}
+        if all(p.is_file() for p in paths.values()):
+            out[t] = {k: {m: v for m, v in read_json(p).items() if m != "per_image"} for k, p in paths.items()}
+    return out
+
+
+def learning_curves(root: Path, params: Params) -> dict[str, list[dict]]:
+    """The `full` trainings' histories (val mIoU every train.eval_every epochs, training seconds)."""
+    names = [row_name("full", None, s) for s in params.study.seeds] + [CONVERGENCE]
+    return {n: read_json(p)["history"] for n in names if (p := rows_dir(root) / n / "full.json").is_file()}
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -188,7 +257,20 @@ def run(params: Params, layout: Layout) -> dict:
     rows, conv = load_rows(params, root)
     s, t = params.study, params.train
     prepared = load_prepared(training_images(root))
-    train_ids = rows[0]["train_ids"]  # full, first seed: the images every row trained on
+    train_ids = rows[0]["train_ids"]  # full, first seed: every training image
+    for r in rows:
+        if r["train_ids"] != train_ids:
+            raise DataError(
+                f"{rows_dir(root) / r['name'] / 'row.json'}: trained on {len(r['train_ids'])} images, `full` on "
+                f"{len(train_ids)}: every source must train on the same images (annotate every training image)"
+            )
+    budget = read_json(results_dir(root) / "budget.json")
+    if budget["annotated"] != len(train_ids):
+        raise DataError(
+            f"{results_dir(root) / 'budget.json'}: {budget['annotated']} images, trained on {len(train_ids)}"
+        )
+    timing = read_json(results_dir(root) / "annotate_time.json")
+    first_ann = read_json(annotations_dir(root) / f"{train_ids[0]}.json")
     first = next(r for r in prepared.split("train") if r["id"] == train_ids[0])
     agg = aggregate(rows)
     convergence = None
@@ -228,6 +310,16 @@ def run(params: Params, layout: Layout) -> dict:
             "oracle": oracle_text(params),
             "oracle_scale": s.oracle_scale or params.data.scale,
         },
+        "budget": budget,
+        "annotation_size": f"{first_ann['width']}x{first_ann['height']}",
+        "pseudo_quality": pseudo_quality(root, s.targets),
+        "time": {
+            "annotate_images": timing["images"],
+            "annotate_mean_s": timing["mean_s_per_image"],
+            "annotate_hours": sum(timing["seconds"].values()) / 3600,
+            "annotate_machine": timing["machine"],
+            "train_hours": sum(r["train_seconds"] for r in rows) / 3600,
+        },
         "convergence": convergence,
         "aggregate": agg,
         "paired": paired(rows, s.targets),
@@ -251,6 +343,7 @@ def run(params: Params, layout: Layout) -> dict:
         ],
     )
     dataset_level_figure(study_name(root), agg, out / "report.png")
+    learning_curve_figure(study_name(root), learning_curves(root, params), out / "learning_curve.png")
     metrics = {
         f"{a['source']}@{a['target'] or 'all'}": {
             "miou": round(a["miou_mean"], 5),

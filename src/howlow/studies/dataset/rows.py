@@ -14,29 +14,30 @@ import sys
 from pathlib import Path
 
 from ...data import load_prepared
-from ...io import DataError, read_json, write_json
+from ...io import write_json
 from ...layout import Layout
 from ...params import Params, ParamsError
 from ...segmentation.train import evaluate_source, train_source
-from ...stages.oracle import annotated_ids, use_runtime
+from ...stages.oracle import use_runtime
 from ..common import machine
 from . import CONVERGENCE, budget_sources, row_name, rows_dir, target_layout, training_images
+from .annotations import budget_annotations, reached_fraction
 
 
 def train_row(params: Params, root: Path, source: str, name: str) -> dict:
-    """Train and score one row; rows/<name>/row.json."""
+    """Train and score one row; rows/<name>/row.json. `full` trains on every training image;
+    the other sources on the annotated ones, with the clicks up to the target's round."""
     use_runtime(params)
     target = params.oracle.target_accuracy
     if target not in params.study.targets:
         raise ParamsError(f"oracle.target_accuracy: {target} is not one of study.targets {params.study.targets}")
     budget = target_layout(params, root, target, images=training_images(root))
-    if not (budget.oracle / "summary.csv").is_file():
-        raise DataError(f"{budget.oracle / 'summary.csv'}: missing; stage oracle@{budget.root.name} makes it")
     prepared = load_prepared(training_images(root))
+    annotations = None if source == "full" else budget_annotations(root, target)
+    ids = [r["id"] for r in prepared.split("train") if annotations is None or r["id"] in annotations]
     out = rows_dir(root) / name
-    print(f"[study-train {name}] {params.train.epochs} epochs", file=sys.stderr, flush=True)
-    ids = annotated_ids(budget)
-    info = train_source(params, source, prepared, ids, budget, out)
+    print(f"[study-train {name}] {params.train.epochs} epochs on {len(ids)} images", file=sys.stderr, flush=True)
+    info = train_source(params, source, prepared, ids, budget, out, annotations)
     scores = evaluate_source(prepared, out / f"{source}.pt")
     row = {
         "name": name,
@@ -51,9 +52,7 @@ def train_row(params: Params, root: Path, source: str, name: str) -> dict:
         "images": info["images"],
         "train_seconds": info["seconds"],
         "epochs": info["epochs"],
-        "oracle_reached_fraction": None
-        if source == "full"
-        else read_json(budget.oracle / "totals.json")["reached_fraction"],
+        "oracle_reached_fraction": None if source == "full" else reached_fraction(root, target),
         "model": f"{source}.pt",
         "train_ids": ids,
         "machine": machine(),
