@@ -170,7 +170,7 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
     out = run(["howlow", "study-evaluate", "-p", "../../params.yaml", "-p", "params.yaml", "data.seed=7"], study, env)
     ext = json.loads((study / "results/external/synthetic.json").read_text())
     assert len(ext["rows"]) == len(names) and ext["frames"] == ["syn_val_000", "syn_val_001"]
-    assert {a["source"] for a in ext["aggregate"]} == {"full", *sources} and "synthetic.md" in out
+    assert {a["source"] for a in ext["aggregate"]} == {"full", *sources} and "synthetic.md" in out.stdout
 
     # a third seed: only its rows (and the report and tracking) are stale, the finished rows are not
     overlay = yaml.safe_load((study / "params.yaml").read_text())

@@ -58,6 +58,20 @@ def claims() -> list[tuple[str, str]]:
             f"{100 * t['reached_fraction']['mean']:.0f} % of tiles reach 98 %",
         )
     )
+    path = "studies/dataset_camvid/results/budget.json"
+    b = load(path)
+    for target in ("0.98", "0.9"):
+        h = b["targets"][target]["held_out"]
+        out.append(
+            (
+                path,
+                f"{h['mean_pct']:.3f} % ({h['mean_px']:.0f} px, median {h['median_pct']:.3f} %), "
+                f"{100 * h['reached']:.0f} % of frames reach {100 * float(target):.0f} %",
+            )
+        )
+    held = b["targets"]["0.98"]["by_sequence"]
+    frames = ", ".join(f"{s} {held[s]['frames']}" for s in b["held_out"])
+    out.append((path, f"{b['targets']['0.98']['held_out']['frames']} train frames of held-out sequences ({frames})"))
     path = "eval/metrics.json"
     m = load(path)
     d = m["dataset"]
