@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..params import OracleParams
+from .features import n_features
 from .networks import StackedMLP, ensemble_logits
 
 
@@ -225,3 +227,33 @@ def run_batched(
                         weights = model.slot_state(g * members, members)
                         on_done(current(g), weights, time.perf_counter() - slot_t0[g])
                     fill(g)
+
+
+def run_recipe(
+    jobs: Iterable[Job],
+    p: OracleParams,
+    n_classes: int,
+    batch_size: int,
+    on_done: Callable[[Job, dict, float], None] | None = None,
+    device: str | torch.device = "cpu",
+    select_workers: int = 1,
+) -> None:
+    """run_batched with the networks and training schedule of the Oracle recipe `p`: every caller that
+    trains per-image networks (the Oracle, its replays) trains them the same way."""
+    run_batched(
+        jobs,
+        n_features(p),
+        n_classes,
+        p.width,
+        p.depth,
+        p.lr,
+        p.steps_per_round,
+        batch_size,
+        p.warm_start,
+        on_done,
+        device,
+        select_workers,
+        p.grid,
+        p.grid_dim,
+        p.ensemble,
+    )

@@ -22,8 +22,8 @@ import torch
 from ..io import VOID, DataError
 from ..metrics import confusion, mean_iou, pixel_accuracy
 from ..params import OracleParams
-from .engine import Job, run_batched
-from .features import n_features, pixel_features
+from .engine import Job, run_recipe
+from .features import pixel_features
 from .networks import PixelMLP, oracle_network
 from .scorer import Scorer, labels
 from .select import UNCERTAINTY_RULES, select_pixels
@@ -144,23 +144,7 @@ def run_oracle_many(
         if on_done is not None:
             on_done(job.key, run)
 
-    run_batched(
-        jobs(),
-        n_features(p),
-        n_classes,
-        p.width,
-        p.depth,
-        p.lr,
-        p.steps_per_round,
-        batch_size,
-        p.warm_start,
-        finished,
-        device,
-        select_workers,
-        p.grid,
-        p.grid_dim,
-        p.ensemble,
-    )
+    run_recipe(jobs(), p, n_classes, batch_size, finished, device, select_workers)
 
 
 def run_oracle(image: np.ndarray, label: np.ndarray, n_classes: int, p: OracleParams, seed: int) -> OracleRun:

@@ -12,8 +12,8 @@ import torch
 
 from ..metrics import confusion, pixel_accuracy
 from ..params import OracleParams
-from .engine import Job, run_batched
-from .features import n_features, pixel_features
+from .engine import Job, run_recipe
+from .features import pixel_features
 from .scorer import Scorer, labels
 
 
@@ -77,21 +77,7 @@ def training_order(
             state = ReplayState(label, n_classes, rounds, Scorer(image, p))
             results.setdefault(name, []).append(state)
             jobs.append(Job(f"{key}/{name}", feats, seed, state))
-    run_batched(
-        jobs,
-        n_features(p),
-        n_classes,
-        p.width,
-        p.depth,
-        p.lr,
-        p.steps_per_round,
-        batch,
-        p.warm_start,
-        device=device,
-        grid=p.grid,
-        grid_dim=p.grid_dim,
-        members=p.ensemble,
-    )
+    run_recipe(jobs, p, n_classes, batch, device=device)
     return {name: float(np.mean([s.accuracy[-1] for s in states])) for name, states in results.items()}
 
 
@@ -151,19 +137,4 @@ def propagate(
             assert isinstance(job.state, PropagateState)
             on_done(job.key, job.state.out)
 
-    run_batched(
-        jobs(),
-        n_features(p),
-        n_classes,
-        p.width,
-        p.depth,
-        p.lr,
-        p.steps_per_round,
-        batch,
-        p.warm_start,
-        finished,
-        device,
-        grid=p.grid,
-        grid_dim=p.grid_dim,
-        members=p.ensemble,
-    )
+    run_recipe(jobs(), p, n_classes, batch, finished, device)

@@ -120,30 +120,39 @@ def oracle_images(
         if progress:
             progress(s)
     todo = [_train_row(prepared, i) for i in image_ids if i not in summaries]
+
+    def done(image_id: str, label: np.ndarray, run: OracleRun) -> None:
+        summaries[image_id] = _save_result(params, image_id, label, run, out_dir)
+        if progress:
+            progress(summaries[image_id])
+
+    run_rows(params, prepared, todo, done)
+    return [summaries[i] for i in image_ids]
+
+
+def run_rows(
+    params: Params, prepared: Prepared, rows: list[dict], done: Callable[[str, np.ndarray, OracleRun], None]
+) -> None:
+    """The Oracle over these prepared rows, `runtime.oracle_batch` images at a time, each with its own
+    seed; `done(id, label, run)` as soon as an image is done. An all-void label stops it with its file."""
     labels: dict[str, np.ndarray] = {}
 
     def items():
-        for row in todo:
+        for row in rows:
             labels[row["id"]] = label = prepared.label(row)
             if not (label != VOID).any():
                 raise DataError(f"{prepared.root / row['label']}: every pixel is void: there is nothing to reveal")
             yield row["id"], prepared.image(row), label, image_seed(params.oracle.seed, row["id"])
-
-    def done(image_id: str, run: OracleRun) -> None:
-        summaries[image_id] = _save_result(params, image_id, labels.pop(image_id), run, out_dir)
-        if progress:
-            progress(summaries[image_id])
 
     run_oracle_many(
         items(),
         prepared.n_classes,
         params.oracle,
         params.runtime.oracle_batch,
-        done,
+        lambda image_id, run: done(image_id, labels.pop(image_id), run),
         params.runtime.device,
         params.runtime.select_workers,
     )
-    return [summaries[i] for i in image_ids]
 
 
 def oracle_image(params: Params, image_id: str, layout: Layout) -> dict:

@@ -32,14 +32,14 @@ import time
 import numpy as np
 
 from ...data import load_prepared
-from ...io import VOID, DataError, atomic_write_bytes, read_json, write_json, write_png
+from ...io import DataError, atomic_write_bytes, read_json, write_json, write_png
 from ...layout import Layout
 from ...metrics import confusion, mean_iou, pixel_accuracy
-from ...oracle import OracleRun, image_seed, run_oracle_many
+from ...oracle import OracleRun, image_seed
 from ...oracle.replay import propagate as propagate_clicks
 from ...params import Params, ParamsError
 from ...stages import prepare as prepare_stage
-from ...stages.oracle import fingerprint, use_runtime
+from ...stages.oracle import fingerprint, run_rows, use_runtime
 from ..common import machine
 from . import StudyLayout, oracle_images, oracle_scale_differs, target_name
 from .annotations import (
@@ -110,19 +110,10 @@ def annotate(params: Params, layout: Layout) -> dict:
     timing_path = root / "results" / "annotate_time.json"
     timing = read_json(timing_path) if timing_path.is_file() and anns else {"seconds": {}}
     print(f"[annotate] {len(anns)} of {len(rows)} images done before, {len(todo)} to annotate", file=sys.stderr)
-    shapes: dict[str, tuple[int, int]] = {}
     t0, count = time.perf_counter(), iter(range(len(anns) + 1, len(rows) + 1))
 
-    def items():
-        for r in todo:
-            label = prepared.label(r)
-            if not (label != VOID).any():
-                raise DataError(f"{prepared.root / r['label']}: every pixel is void: there is nothing to reveal")
-            shapes[r["id"]] = label.shape
-            yield r["id"], prepared.image(r), label, image_seed(params.oracle.seed, r["id"])
-
-    def done(image_id: str, run: OracleRun) -> None:
-        anns[image_id] = a = annotation(params, image_id, shapes.pop(image_id), run)
+    def done(image_id: str, label: np.ndarray, run: OracleRun) -> None:
+        anns[image_id] = a = annotation(params, image_id, label.shape, run)
         write_annotation(out / f"{image_id}.json", a)
         timing["seconds"][image_id] = round(run.seconds, 2)
         write_json(timing_path, timing)
@@ -135,15 +126,7 @@ def annotate(params: Params, layout: Layout) -> dict:
             flush=True,
         )
 
-    run_oracle_many(
-        items(),
-        prepared.n_classes,
-        params.oracle,
-        params.runtime.oracle_batch,
-        done,
-        params.runtime.device,
-        params.runtime.select_workers,
-    )
+    run_rows(params, prepared, todo, done)
     secs = list(timing["seconds"].values())
     timing.update({"images": len(secs), "mean_s_per_image": float(np.mean(secs)) if secs else None})
     timing["machine"] = machine()
