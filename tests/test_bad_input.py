@@ -6,6 +6,9 @@ target_accuracy > 1, an unknown key, a missing classes.json) are not repeated he
 from __future__ import annotations
 
 import json
+import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +109,65 @@ def test_16_bit_labels_fail(work):
     err = fails("prepare", work)
     assert f"{bad}: label maps must be 8-bit class ids (uint8)" in err
     assert not (work / "data").exists()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height RGB pixels and holds none: enough for PIL to refuse it unread."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_fails_with_one_line(work):
+    bad = Path("src/images/train/b.png")
+    (work / bad).write_bytes(png_header_only(20000, 20000))
+    err = fails("prepare", work)
+    assert f"{bad}: too large to read as an image (Image size (400000000 pixels) exceeds limit" in err
+    assert not (work / "data").exists()
+
+
+def test_non_utf8_file_name_fails_naming_the_file(work):
+    folder = work / "src/images/train"
+    name = os.fsdecode(b"b\xff.png")  # not UTF-8: a surrogate escape in Python
+    (folder / "b.png").rename(folder / name)
+    err = fails("prepare", work)
+    assert f"{Path('src/images/train')}/b\\udcff.png: file names must be valid UTF-8 (rename the file)" in err
+    assert not (work / "data").exists()
+
+
+def test_16_bit_image_fails(work):
+    bad = Path("src/images/train/a.png")
+    Image.fromarray(rgb(0)[..., 0].astype(np.uint16) * 257).save(work / bad)
+    assert Image.open(work / bad).mode.startswith("I")
+    err = fails("prepare", work)
+    assert f"{bad}: images must have 8 bits per channel, got mode I" in err
+    assert not (work / "data").exists()
+
+
+def test_grayscale_images_are_taken_as_three_equal_channels(work):
+    """Policy (io.read_image_channels): a grayscale image is a colour image with R = G = B."""
+    gray = rgb(0)[..., 0]
+    Image.fromarray(gray).save(work / "src/images/train/a.png")
+    prepare_ok(work)
+    done = howlow("validate", *DATA, cwd=work)
+    assert done.returncode == 0, done.stderr
+    prepared = np.array(Image.open(work / "data/prepared/train/images/a.png"))
+    assert prepared.shape == (H, W, 3) and (prepared == gray[..., None]).all()
+
+
+def test_rgba_image_fails_validation_on_its_channels(work):
+    """Policy: an alpha channel is not dropped silently; rule image_channels refuses it."""
+    bad = Path("src/images/train/b.png")
+    Image.fromarray(np.dstack([rgb(1), np.full((H, W), 128, np.uint8)])).save(work / bad)
+    prepare_ok(work)
+    err = fails("validate", work)
+    assert "images must be colour (3 channels) or grayscale (1), without alpha:" in err
+    assert f"(source: {bad}): 4 channels (convert to RGB first" in err
+    summary = json.loads((work / "reports/validation/summary.json").read_text())
+    assert summary["failed"] == ["image_channels"]
 
 
 # --------------------------------------------------------------------------- validate: broken rules

@@ -129,6 +129,12 @@ def test_overrides(params_file):
         ("data:\n  layout: segnet\n", [], "data", "data.source 'synthetic' goes with data.layout 'synthetic'"),
         ("", ["data.source=synthetic", "data.layout=segnet"], "data", "goes with data.layout"),
         ("", ["data.source=camvid"], "data", "goes with data.layout"),
+        # strict types: a YAML bool is not a number, a quoted number is not a number
+        ("", ["oracle.pixels_per_round=true"], "oracle.pixels_per_round", "Input should be a valid integer"),
+        ("", ['train.epochs="5"'], "train.epochs", "Input should be a valid integer"),
+        ("", ["oracle.coords=1"], "oracle.coords", "Input should be a valid boolean"),
+        ("", ["orchestration.cron=not a cron"], "orchestration.cron", "a cron expression has 5 fields"),
+        ("", ["orchestration.cron=0 25 * * *"], "orchestration.cron", "hour '25': '25' is not a value from 0 to 23"),
     ],
 )
 def test_invalid_values_name_file_key_and_rule(params_file, text, overrides, key, rule):
@@ -206,3 +212,48 @@ def test_errors_say_which_layer_set_the_key(params_file):
     assert "oracle.target_accuracy: " in message and "[study.yaml]" in message
     message = error(params_file("", "study.yaml"), ["oracle.fourier=13"])
     assert "[override oracle.fourier=13]" in message
+
+
+GOOD_CRONS = [
+    "0 3 * * *",
+    "*/15 * * * *",
+    "0 3 * * mon-fri",
+    "0 0 1 jan,jul *",
+    "5 4 * * sun",
+    "0 22 * * 1-5/2",
+    "@daily",
+    "@hourly",
+    "0 3 * * 7",
+]
+BAD_CRONS = [
+    "not a cron",
+    "60 * * * *",
+    "0 3 * *",
+    "1-2-3 * * * *",
+    "*/0 * * * *",
+    "0 3 32 * *",
+    "0 3 * 13 *",
+    "0 3 * * 8",
+    "0 3 * * funday",
+    "a b c d e",
+    "",
+]
+
+
+@pytest.mark.parametrize("cron", GOOD_CRONS + BAD_CRONS)
+def test_cron_rule_is_prefects_on_standard_cron(cron):
+    """Loading params refuses a cron string that Prefect's schedule would refuse later, in `howlow
+    serve`; the standard five-field cron Prefect takes is taken. (Prefect's croniter also takes
+    extensions such as a seconds field or L and #; params refuses them: the rule is standard cron.)"""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError as PrefectError
+
+    from howlow.params import cron_problem
+
+    try:
+        CronSchedule(cron=cron)
+        prefect_ok = True
+    except PrefectError:
+        prefect_ok = False
+    assert prefect_ok == (cron in GOOD_CRONS)
+    assert (cron_problem(cron) is None) == prefect_ok, cron_problem(cron)

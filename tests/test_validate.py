@@ -202,17 +202,16 @@ def test_class_never_in_train():
     "column, value, rule, file, detail",
     [
         ("label_dtype", "uint16", "label_dtype", "labels/a.png", "label dtype uint16"),
-        ("channels", "1", "image_channels", "images/a.png", "1 channels"),
+        ("channels", "4", "image_channels", "images/a.png", "4 channels (convert to RGB first"),
     ],
 )
 def test_wrong_dtype_or_channels(column, value, rule, file, detail):
     params = prepared()
-    edit_manifest(column, value)  # prepare itself always writes uint8 labels and RGB images
+    edit_manifest(column, value)  # prepare refuses 16-bit labels itself (RGBA: tests/test_bad_input.py)
     message, summary = failure(params)
     assert summary["failed"] == [rule]
     assert (
-        f"data/prepared/train/{file} (source: src/{file.split('/')[0]}/train/a.png): {detail} "
-        "[expect_column_values_to_be_in_set]" in message
+        f"data/prepared/train/{file} (source: src/{file.split('/')[0]}/train/a.png): {detail}" in message
     )
 
 

@@ -17,14 +17,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .io import VOID, DataError, read_csv, read_image, read_json, read_label, write_csv, write_json, write_png
+from .io import (
+    VOID,
+    DataError,
+    read_csv,
+    read_image,
+    read_image_channels,
+    read_json,
+    read_label,
+    write_csv,
+    write_json,
+    write_png,
+)
 from .params import Params
 
 SPLITS = ("train", "val")
@@ -65,6 +76,7 @@ class Sample:
     label: np.ndarray  # (H, W) uint8, canonical void
     source_image: str = ""
     source_label: str = ""
+    channels: int = 3  # of the source file (io.read_image_channels); validation takes 1 or 3
 
 
 # --------------------------------------------------------------------------- synthetic default
@@ -190,7 +202,15 @@ def read_classes(path: Path) -> list[dict]:
 def _list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+    for path in found:
+        try:
+            path.name.encode()
+        except UnicodeEncodeError:  # bytes that are not UTF-8: the manifest and every report name files in UTF-8
+            raise DataError(
+                f"{folder / ascii(path.name)[1:-1]}: file names must be valid UTF-8 (rename the file)"
+            ) from None
+    return found
 
 
 def _by_stem(folder: Path) -> dict[str, Path]:
@@ -242,11 +262,11 @@ def folder_samples(params: Params, project: Path) -> tuple[list[Sample], list[di
         else:
             pairs = _pairs(root / "images" / split, root / "labels" / split)
         for img_path, lab_path in _subset(pairs, d.max_train if split == "train" else d.max_val):
-            image, label = read_image(img_path), read_label(lab_path)
+            (image, channels), label = read_image_channels(img_path), read_label(lab_path)
             if d.void_id != VOID:
                 # the source's void id becomes 255; a 255 already in the source was void-like too
                 label = np.where(label == d.void_id, VOID, label).astype(np.uint8)
-            samples.append(Sample(img_path.stem, split, image, label, str(img_path), str(lab_path)))
+            samples.append(Sample(img_path.stem, split, image, label, str(img_path), str(lab_path), channels))
     return samples, classes
 
 
@@ -260,7 +280,7 @@ def _resize(sample: Sample, scale: float) -> Sample:
 
     image = np.asarray(Image.fromarray(sample.image).resize(size(sample.image), Image.Resampling.BILINEAR))
     label = np.asarray(Image.fromarray(sample.label).resize(size(sample.label), Image.Resampling.NEAREST))
-    return Sample(sample.id, sample.split, image, label, sample.source_image, sample.source_label)
+    return replace(sample, image=image, label=label)
 
 
 def manifest_row(s: Sample, n_classes: int) -> dict:
@@ -275,7 +295,7 @@ def manifest_row(s: Sample, n_classes: int) -> dict:
         "width": s.image.shape[1],
         "label_height": lab.shape[0],
         "label_width": lab.shape[1],
-        "channels": s.image.shape[2] if s.image.ndim == 3 else 1,
+        "channels": s.channels,
         "label_dtype": str(lab.dtype),
         "void_fraction": round(float((lab == VOID).mean()), 6),
         "bad_label_pixels": int((~valid_ids).sum()),

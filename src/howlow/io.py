@@ -79,25 +79,43 @@ def save_torch(path: Path, obj) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+# How a source image's mode becomes RGB: palette and 1-bit images are colour (or gray) pictures and
+# convert as such; a grayscale image is replicated to three channels. Its channel count is kept for
+# validation (rule image_channels), which takes 1 or 3 and refuses an alpha channel or CMYK rather
+# than drop information silently. Images of more than 8 bits per channel are refused here: PIL's
+# conversion would clip them.
+_CHANNELS = {"1": 1, "L": 1, "P": 3, "RGB": 3, "LA": 2, "PA": 4, "RGBA": 4, "RGBa": 4, "CMYK": 4, "YCbCr": 3}
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    try:
+        im = Image.open(path)
+        im.load()
+        return im
+    except Image.DecompressionBombError as exc:  # PIL's guard against a tiny file decoding to gigabytes
+        raise DataError(f"{path}: too large to read as {what} ({exc})") from None
+    except (OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot be read as {what} ({exc})") from None
+
+
+def read_image_channels(path: Path) -> tuple[np.ndarray, int]:
+    """RGB uint8 array (H, W, 3) and the channel count of the file (1 gray, 3 colour, 2 or 4 with alpha)."""
+    with _open(path, "an image") as im:
+        if im.mode not in _CHANNELS:
+            raise DataError(f"{path}: images must have 8 bits per channel, got mode {im.mode} (convert it first)")
+        return np.array(im.convert("RGB")), _CHANNELS[im.mode]  # a writable copy (torch.from_numpy warns otherwise)
+
+
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 array (H, W, 3)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy warns otherwise)
-    except (OSError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot be read as an image ({exc})") from None
+    return read_image_channels(path)[0]
 
 
 def read_label(path: Path) -> np.ndarray:
     """Single-channel class-id map as uint8 (H, W); RGB colour masks and 16-bit maps are refused."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            arr = np.array(im)
-    except (OSError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot be read as a label image ({exc})") from None
+    with _open(path, "a label image") as im:
+        mode = im.mode
+        arr = np.array(im)
     if arr.ndim != 2:
         raise DataError(
             f"{path}: label maps must be single-channel class ids, got {mode} "

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ParamsError(ValueError):
@@ -20,7 +20,8 @@ class ParamsError(ValueError):
 
 
 class _Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's `true` is not an int, nor `"5"` a number (a lax schema would run with them)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _distinct(key: str, values: list) -> None:
@@ -189,12 +190,51 @@ class TrackingParams(_Group):
     tracking_uri: str
 
 
+_CRON_FIELDS = (  # name, lowest, highest, names for the values (cron's own spelling)
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+
+def cron_problem(text: str) -> str | None:
+    """Why `text` is not a five-field cron expression (as Prefect's CronSchedule takes), or None."""
+    if text.strip().lower() in _CRON_MACROS:
+        return None
+    fields = text.split()
+    if len(fields) != 5:
+        return f"a cron expression has 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+    for value, (name, low, high, names) in zip(fields, _CRON_FIELDS):
+        for item in value.split(","):
+            span, _, step = item.partition("/")
+            if step and not (step.isdigit() and int(step) > 0):
+                return f"{name} {item!r}: the step after / must be a positive number"
+            ends = [] if span == "*" else span.split("-")
+            if len(ends) > 2 or (span != "*" and not all(ends)):
+                return f"{name} {item!r}: expected *, a value or a range a-b"
+            for end in ends:
+                v = names.index(end.lower()) + low if end.lower() in names else int(end) if end.isdigit() else None
+                if v is None or not low <= v <= high:
+                    return f"{name} {item!r}: {end!r} is not a value from {low} to {high}"
+    return None
+
+
 class OrchestrationParams(_Group):
     cron: str
     deployment: str
     # Address of an existing Dask scheduler (tcp://host:8786) for the per-image Oracle runs;
     # empty: $HOWLOW_DASK_ADDRESS, else threads on this machine (one per core).
     dask_address: str
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_is_valid(cls, cron: str) -> str:
+        if (problem := cron_problem(cron)) is not None:
+            raise ValueError(problem)
+        return cron
 
 
 class RuntimeParams(_Group):
@@ -217,7 +257,7 @@ class Params(_Group):
     orchestration: OrchestrationParams
     runtime: RuntimeParams
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
     @property
     def dataset_name(self) -> str:

@@ -95,11 +95,11 @@ def _rules(params: Params, n_classes: int) -> list[Rule]:
         Rule(
             "image_channels",
             "manifest",
-            "images must have 3 channels (RGB)",
+            "images must be colour (3 channels) or grayscale (1), without alpha",
             "ExpectColumnValuesToBeInSet",
-            {"column": "channels", "value_set": [3]},
+            {"column": "channels", "value_set": [1, 3]},
             file="image",
-            row=lambda r: f"{r['channels']} channels",
+            row=lambda r: f"{r['channels']} channels (convert to RGB first: howlow does not guess what alpha means)",
         ),
         Rule(
             "void_fraction",
