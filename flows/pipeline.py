@@ -4,8 +4,11 @@ Oracle runs as mapped tasks (retried, and visible one by one in the Prefect UI).
     python flows/pipeline.py                 # run once (a temporary local Prefect server if none is set)
     howlow serve                             # serve on params.yaml's orchestration.cron schedule
 
-After a run the flow calls `dvc commit`, so dvc.lock records the outputs it produced and
-`dvc repro` / `dvc status` stay the reproducible account of the results.
+DVC stays the true account of what ran. A run whose parameters differ from params.yaml (flow
+arguments, `overrides`, another params file) first writes those values into params.yaml, comments
+kept, as `dvc exp run -S` does; after the run it calls `dvc commit`, so dvc.lock records the outputs
+under the params that made them (commit both in git to keep the run). The served
+deployment passes no parameters of its own: each scheduled run reads params.yaml when it starts.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from howlow.data import load_prepared
 from howlow.layout import Layout
-from howlow.params import Params, load_params
+from howlow.params import Params, differences, load_params, write_into
 from howlow.stages import evaluate, oracle, prepare, pseudolabel, track, train, validate
+
+DVC_PARAMS = "params.yaml"  # the file dvc.yaml's stages read their params from
 
 # The whole-stage tasks are the stage functions themselves (the ones dvc.yaml's commands call).
 prepare_task = task(name="prepare")(prepare.run)
@@ -68,15 +73,27 @@ def oracle_fanout(params: Params, ids: list[str], root: str) -> tuple[list[dict]
     return summaries, failed
 
 
+def dvc(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def record_params(params: Params) -> dict:
+    """Where DVC reads params (params.yaml), the values this run uses; the keys changed."""
+    changes = differences(params, load_params(DVC_PARAMS))
+    if changes:
+        write_into(Path(DVC_PARAMS), changes)
+    return changes
+
+
 def dvc_commit() -> str:
-    """Record the flow's outputs in dvc.lock (skipped outside a DVC repository)."""
+    """Record the flow's outputs in dvc.lock (skipped outside a DVC repository). Not `dvc exp save`:
+    it commits every stage of the repository and fails while a study's outputs are absent."""
     if not Path(".dvc").is_dir():
         return "not a DVC repository: outputs not recorded"
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", "dvc.yaml"], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"dvc commit failed: {done.stderr.strip()}")
+    dvc("commit", "--force", "--quiet", "dvc.yaml")
     return "outputs recorded in dvc.lock"
 
 
@@ -105,6 +122,9 @@ def pipeline(
     """validate -> per-image Oracle (mapped) -> pseudo-labels -> train -> evaluate -> MLflow."""
     logger = get_run_logger()
     params = load_params(params_path, _overrides(source, layout, strategy, target_accuracy, seed, overrides))
+    if record_in_dvc and Path(".dvc").is_dir() and (changes := record_params(params)):
+        listed = ", ".join(f"{k}={v}" for k, v in changes.items())
+        logger.warning("%s now holds this run's params (as `dvc exp run -S` would): %s", DVC_PARAMS, listed)
     where = Layout(Path.cwd().resolve())
     prepare_task(params, where)
     validate_task(params, where)
@@ -136,9 +156,11 @@ def pipeline(
 
 def deployment(params: Params):
     """The deployment `howlow serve` serves: the pipeline on params.yaml's `orchestration.cron`, named
-    `orchestration.deployment`, with the run's parameters as defaults (shown in the Prefect UI)."""
+    `orchestration.deployment`. Its only parameter is the params file: every other value is read from
+    it when a run starts, so an edit of params.yaml reaches the next scheduled run without restarting
+    `howlow serve` (the flow's other parameters stay empty overrides, shown in the Prefect UI)."""
     return pipeline.to_deployment(
-        name=params.orchestration.deployment, cron=params.orchestration.cron, parameters=deployment_parameters(params)
+        name=params.orchestration.deployment, cron=params.orchestration.cron, parameters={"params_path": DVC_PARAMS}
     )
 
 
@@ -147,17 +169,6 @@ def serve(params: Params, layout: Layout | None = None) -> None:
     from prefect import serve as serve_deployments
 
     serve_deployments(deployment(params))
-
-
-def deployment_parameters(params: Params) -> dict:
-    return {
-        "params_path": "params.yaml",
-        "source": params.data.source,
-        "layout": params.data.layout,
-        "strategy": params.oracle.strategy,
-        "target_accuracy": params.oracle.target_accuracy,
-        "seed": params.oracle.seed,
-    }
 
 
 if __name__ == "__main__":

@@ -257,3 +257,23 @@ def test_cron_rule_is_prefects_on_standard_cron(cron):
         prefect_ok = False
     assert prefect_ok == (cron in GOOD_CRONS)
     assert (cron_problem(cron) is None) == prefect_ok, cron_problem(cron)
+
+
+def test_write_into_sets_keys_and_keeps_the_rest_of_the_file(tmp_path):
+    """What a flow run with overrides writes where DVC reads params: the values it ran with, every
+    other line (comments, quoting, flow-style lists) as it was."""
+    from howlow.params import differences, write_into
+
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    overrides = ["oracle.target_accuracy=0.95", "oracle.scales=[1.0, 2.0]", "study.oracle_scale=0.5"]
+    run, base = load_params(path, overrides), load_params(path)
+    changes = differences(run, base)
+    assert changes == {"oracle.target_accuracy": 0.95, "oracle.scales": [1.0, 2.0], "study.oracle_scale": 0.5}
+    write_into(path, changes)
+    assert load_params(path) == run
+    before, after = (ROOT / "params.yaml").read_text().splitlines(), path.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(before) == len(after) and len(changed) == 3
+    assert all("#" in b for _, b in changed)  # each changed line kept its comment
+    assert any(b.lstrip().startswith("scales: [1.0, 2.0]") for _, b in changed)

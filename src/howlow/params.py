@@ -8,6 +8,7 @@ all files, an unknown key or a value breaking its rule stops with the file, the 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Literal
 
@@ -358,3 +359,45 @@ def load_params(
         return Params.model_validate(tree)
     except ValidationError as exc:
         raise ParamsError(_format_error(path, exc, sources)) from None
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def differences(params: Params, base: Params) -> dict[str, object]:
+    """The dotted keys whose value in `params` differs from `base`, with `params`'s values."""
+    mine, theirs = _leaves(params.to_dict()), _leaves(base.to_dict())
+    return {key: value for key, value in mine.items() if theirs[key] != value}
+
+
+def write_into(path: Path, values: dict[str, object]) -> None:
+    """Set dotted keys in a params file in place, keeping its comments and order, as `dvc exp run -S`
+    does: where DVC reads params, the file then holds the values a run used."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedSeq
+
+    from .io import atomic_write_bytes
+
+    rt = YAML()  # round-trip: comments, order and quoting survive
+    rt.preserve_quotes, rt.width = True, 4096
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    tree = rt.load(Path(path).read_text())
+    for key, value in values.items():
+        *groups, leaf = key.split(".")
+        node = tree
+        for group in groups:
+            node = node[group]
+        if isinstance(value, list):  # [a, b] on one line, as params.yaml writes lists
+            value = CommentedSeq(value)
+            value.fa.set_flow_style()
+        node[leaf] = value
+    out = io.StringIO()
+    rt.dump(tree, out)
+    atomic_write_bytes(Path(path), out.getvalue().encode())
