@@ -189,10 +189,11 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
 
 
 @pytest.mark.slow
-def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread):
+def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread, monkeypatch, capsys):
     """study.oracle_scale (studies/dataset_camvid): the Oracle annotates 48x64 images in
     data/prepared_oracle, the data-set networks train on the same images at 24x32; every sparse
-    source costs the Oracle's clicks at the target, as a share of the 48x64 image."""
+    source costs the Oracle's clicks at the target, as a share of the 48x64 image. A killed propagate
+    resumes to the same bytes."""
     from howlow.layout import Layout
     from howlow.stages import prepare
     from howlow.studies.dataset import annotate, annotations, rows
@@ -213,6 +214,32 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread):
     annotate.annotate(params, layout)
     annotate.budget(params, layout)
     annotate.propagate(params, layout)
+    whole = {p: p.read_bytes() for p in sorted((tmp_path / "targets").rglob("*")) if p.is_file()}
+    assert not (tmp_path / "targets" / annotate.STAMPS).exists()
+
+    # killed after two of its six image runs, propagate resumes from them: the same bytes as one run
+    real = annotate.propagate_clicks
+
+    def killed_after_two(items, *args):
+        calls = iter(range(3))
+
+        def done(key, out):
+            if next(calls) == 2:
+                raise KeyboardInterrupt
+            args[-1](key, out)
+
+        real(items, *args[:-1], done)
+
+    (tmp_path / "targets/0.8/data/pseudo/metrics.json").unlink()  # as if never finished
+    monkeypatch.setattr(annotate, "propagate_clicks", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        annotate.propagate(params, layout)
+    monkeypatch.setattr(annotate, "propagate_clicks", real)
+    capsys.readouterr()
+    annotate.propagate(params, layout)
+    assert "[propagate] 2 of 6 done before" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in sorted((tmp_path / "targets").rglob("*")) if p.is_file()} == whole
+
     anns = annotations.load_annotations(tmp_path)
     assert {(a["height"], a["width"]) for a in anns} == {(48, 64)}
     for a in anns:  # one run to the top target; the lower target is a prefix of its clicks

@@ -210,9 +210,7 @@ def test_wrong_dtype_or_channels(column, value, rule, file, detail):
     edit_manifest(column, value)  # prepare refuses 16-bit labels itself (RGBA: tests/test_bad_input.py)
     message, summary = failure(params)
     assert summary["failed"] == [rule]
-    assert (
-        f"data/prepared/train/{file} (source: src/{file.split('/')[0]}/train/a.png): {detail}" in message
-    )
+    assert f"data/prepared/train/{file} (source: src/{file.split('/')[0]}/train/a.png): {detail}" in message
 
 
 def test_missing_column_and_missing_prepared():

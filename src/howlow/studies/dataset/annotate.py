@@ -20,11 +20,14 @@ propagate  per image, per-image networks trained on its clicks round by round, a
 Resuming: each annotations/<id>.json is written whole as its image finishes and is reused when its
 fingerprint (data and Oracle params) matches, so a killed run continues; index.json is written
 last and marks the run finished (DVC reruns the stage only when something changed, so a finished
-run is redone whole).
+run is redone whole). propagate resumes the same way, image by image (targets/.done stamps; the
+metrics.json files, written last, mark it finished).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import sys
 import time
@@ -32,7 +35,7 @@ import time
 import numpy as np
 
 from ...data import load_prepared
-from ...io import DataError, atomic_write_bytes, read_json, write_json, write_png
+from ...io import DataError, atomic_write_bytes, read_json, read_label, write_json, write_png
 from ...layout import Layout
 from ...metrics import confusion, mean_iou, pixel_accuracy
 from ...oracle import OracleRun, image_seed
@@ -55,6 +58,9 @@ from .annotations import (
     target_rounds,
     write_annotation,
 )
+
+KINDS = ("pseudo", RANDOM_PSEUDO)  # pseudo-labels from the Oracle's clicks, and from random clicks
+STAMPS = ".done"  # targets/.done/<kind>/<id>: an image's finished pseudo-labels, while propagate runs
 
 
 def prepare_oracle(params: Params, layout: Layout) -> dict:
@@ -148,8 +154,25 @@ def budget(params: Params, layout: Layout) -> dict:
     return {"annotated": len(anns), **{t: v["held_out"] or v["all"] for t, v in rep["targets"].items()}}
 
 
+def propagate_stamp(params: Params, a: dict, kind: str, image: bytes) -> str:
+    """What an image's pseudo-labels of one kind depend on besides the code."""
+    blob = json.dumps(
+        {
+            "oracle": params.oracle.model_dump(mode="json"),
+            "targets": a["targets"],
+            "clicks": a["clicks"],
+            "kind": kind,
+            "image": hashlib.sha256(image).hexdigest(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def propagate(params: Params, layout: Layout) -> dict:
-    """Stage propagate: pseudo-labels per target from the Oracle's clicks and from random clicks."""
+    """Stage propagate: pseudo-labels per target from the Oracle's clicks and from random clicks.
+    Resumable: targets/.done/<kind>/<id> holds the stamp of an image's finished pseudo-labels, and a
+    killed run continues from them; the metrics.json files are written last and mark the run finished."""
     use_runtime(params)
     params = top_params(params)
     root = layout.root
@@ -157,14 +180,28 @@ def propagate(params: Params, layout: Layout) -> dict:
     rows = {r["id"]: r for r in prepared.split("train")}
     anns = load_annotations(root)
     targets = [target_name(t) for t in sorted(params.study.targets)]
-    dirs = {(kind, t): root / "targets" / t / "data" / kind for kind in ("pseudo", RANDOM_PSEUDO) for t in targets}
-    scores: dict[tuple[str, str], list[dict]] = {k: [] for k in dirs}
-    labels: dict[str, np.ndarray] = {}
+    out = root / "targets"
+    dirs = {(kind, t): out / t / "data" / kind for kind in KINDS for t in targets}
+    if all((d / "metrics.json").is_file() for d in dirs.values()):  # finished: DVC reruns it as something changed
+        shutil.rmtree(out)
+    for a in anns:
+        if a["id"] not in rows:
+            raise DataError(f"{annotations_dir(root) / (a['id'] + '.json')}: no training image {a['id']!r}")
+    stamps = {
+        (kind, a["id"]): propagate_stamp(params, a, kind, (prepared.root / rows[a["id"]]["image"]).read_bytes())
+        for a in anns
+        for kind in KINDS
+    }
+
+    def finished(kind: str, image_id: str) -> bool:
+        path = out / STAMPS / kind / image_id
+        return path.is_file() and path.read_text() == stamps[kind, image_id]
+
+    todo = [(kind, a) for a in anns for kind in KINDS if not finished(kind, a["id"])]
+    print(f"[propagate] {2 * len(anns) - len(todo)} of {2 * len(anns)} done before", file=sys.stderr, flush=True)
 
     def items():
-        for a in anns:
-            if a["id"] not in rows:
-                raise DataError(f"{annotations_dir(root) / (a['id'] + '.json')}: no training image {a['id']!r}")
+        for kind, a in todo:
             row = rows[a["id"]]
             image, label = prepared.image(row), prepared.label(row)
             if label.shape != (a["height"], a["width"]):
@@ -172,45 +209,48 @@ def propagate(params: Params, layout: Layout) -> dict:
                     f"{annotations_dir(root) / (a['id'] + '.json')}: annotated at {a['height']}x"
                     f"{a['width']}, the image is {label.shape[0]}x{label.shape[1]}"
                 )
-            labels[a["id"]] = label
-            seed = image_seed(params.oracle.seed, a["id"])
-            for kind, clicks in (
-                ("pseudo", np.array(a["clicks"], np.int64).reshape(-1, 4)),
-                (RANDOM_PSEUDO, random_clicks(a, label, params.oracle.seed)),
-            ):
-                keep: dict[int, list[str]] = {}
-                for t in targets:
-                    keep.setdefault(a["targets"][t]["round"], []).append(t)
-                names = {r: ",".join(ts) for r, ts in keep.items()}
-                n_rounds = max(keep) + 1
-                yield f"{kind}/{a['id']}", image, click_rounds(clicks, label.shape[1], n_rounds), names, seed
+            clicks = (
+                np.array(a["clicks"], np.int64).reshape(-1, 4)
+                if kind == "pseudo"
+                else random_clicks(a, label, params.oracle.seed)
+            )
+            keep: dict[int, list[str]] = {}
+            for t in targets:
+                keep.setdefault(a["targets"][t]["round"], []).append(t)
+            names = {r: ",".join(ts) for r, ts in keep.items()}
+            rounds = click_rounds(clicks, label.shape[1], max(keep) + 1)
+            yield f"{kind}/{a['id']}", image, rounds, names, image_seed(params.oracle.seed, a["id"])
 
-    count = iter(range(1, 2 * len(anns) + 1))
+    count, t0 = iter(range(1, len(todo) + 1)), time.perf_counter()
 
-    def done(key: str, out: dict) -> None:
+    def done(key: str, pseudo: dict) -> None:
         kind, image_id = key.split("/", 1)
-        label = labels[image_id]
-        for names, (pred, conf) in out.items():
+        for names, (pred, conf) in pseudo.items():
             for t in names.split(","):
                 write_png(dirs[kind, t] / f"{image_id}.png", pred)
                 if kind == "pseudo":
                     write_png(dirs[kind, t] / f"{image_id}_conf.png", np.round(conf * 255).astype(np.uint8))
-                cm = confusion(pred, label, prepared.n_classes)
-                scores[kind, t].append({"id": image_id, "accuracy": pixel_accuracy(cm), "miou": mean_iou(cm)})
-        print(f"[propagate {next(count)}/{2 * len(anns)}] {key}", file=sys.stderr, flush=True)
+        atomic_write_bytes(out / STAMPS / kind / image_id, stamps[kind, image_id].encode())  # after its PNGs
+        n = next(count)
+        left = (len(todo) - n) * (time.perf_counter() - t0) / n
+        print(f"[propagate {n}/{len(todo)}] {key} (ETA {left / 60:.0f} min)", file=sys.stderr, flush=True)
 
     propagate_clicks(
         items(), prepared.n_classes, params.oracle, params.runtime.oracle_batch, params.runtime.device, done
     )
     result = {}
-    for (kind, t), rs in scores.items():
-        rs.sort(key=lambda r: r["id"])
+    for (kind, t), folder in dirs.items():
+        rs = []
+        for a in sorted(anns, key=lambda a: a["id"]):
+            cm = confusion(read_label(folder / f"{a['id']}.png"), prepared.label(rows[a["id"]]), prepared.n_classes)
+            rs.append({"id": a["id"], "accuracy": pixel_accuracy(cm), "miou": mean_iou(cm)})
         m = {
             "images": len(rs),
             "mean_accuracy": float(np.mean([r["accuracy"] for r in rs])),
             "mean_miou": float(np.mean([r["miou"] for r in rs])),
             "per_image": rs,
         }
-        write_json(dirs[kind, t] / "metrics.json", m)
+        write_json(folder / "metrics.json", m)  # all of them there: the run is finished
         result[f"{kind}@{t}"] = m["mean_accuracy"]
+    shutil.rmtree(out / STAMPS)
     return result
