@@ -57,6 +57,13 @@ class Layout:
     def validation(self) -> Path:
         return self.root / "reports" / "validation"
 
+    @property
+    def logs(self) -> Path:
+        """How long things took (git-ignored, never a DVC output): outputs stay a pure function of
+        their inputs and params, so a rerun or a resumed run gives the same bytes. `track` logs them
+        to MLflow."""
+        return self.root / "logs"
+
 
 def project_root(start: Path | None = None) -> Path:
     """The project folder: the nearest folder at or above `start` (default: the working folder) that

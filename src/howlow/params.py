@@ -244,6 +244,14 @@ class RuntimeParams(_Group):
     oracle_batch: int = Field(ge=1, description="per-image Oracle networks trained at once")
     select_workers: int = Field(ge=1, description="threads scoring slots and picking pixels (GPU: many)")
     device: Literal["cpu", "cuda"]
+    shard: list[int] = Field(description="[k, n]: the k-th of n processes sharing a study's per-image work")
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, shard: list[int]) -> list[int]:
+        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+            raise ValueError("expected [k, n] with 0 <= k < n, e.g. [0, 2] and [1, 2] for two processes")
+        return shard
 
 
 class Params(_Group):

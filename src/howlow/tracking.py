@@ -13,7 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from .io import read_csv, read_json, write_csv
 from .layout import Layout, project_root
@@ -30,6 +33,19 @@ def tracking_uri(params: Params) -> str:
         or os.environ.get("MLFLOW_TRACKING_URI")
         or f"sqlite:///{project_root() / 'mlflow.db'}"
     )
+
+
+def logged_times(layout: Layout, image_ids: Sequence[str], sources: Sequence[str]) -> dict[str, float]:
+    """The run's times from the logs (Layout.logs; absent where this machine did not run a stage):
+    the Oracle's mean seconds per image and each source's training seconds."""
+    out = {}
+    oracle = [layout.logs / "oracle" / f"{i}.json" for i in image_ids]
+    if oracle and all(p.is_file() for p in oracle):
+        out["oracle.mean_seconds"] = float(np.mean([read_json(p)["seconds"] for p in oracle]))
+    for source in sources:
+        if (p := layout.logs / "train" / f"{source}.json").is_file():
+            out[f"{source}.train_seconds"] = float(read_json(p)["seconds"])
+    return out
 
 
 def run_name(params: Params) -> str:
@@ -78,6 +94,7 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
         for source, m in metrics["dataset"].items():
             flat.update({f"{source}.{k}": v for k, v in m.items() if isinstance(v, (int, float))})
             flat.update({f"{source}.iou.{c}": v for c, v in m["per_class_iou"].items() if v is not None})
+        flat.update(logged_times(layout, [s["id"] for s in summaries], params.train.label_sources))
         mlflow.log_metrics({k: float(v) for k, v in flat.items() if v is not None})
         for i, s in enumerate(summaries, 1):
             result = read_json(Path(oracle_dir) / f"{s['id']}.json")
@@ -94,8 +111,10 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
                 ]
                 batch += [
                     Metric(f"final_{k}", float(result["summary"][k]), ts, 0)
-                    for k in ("revealed", "revealed_pct", "accuracy", "miou", "rounds", "seconds")
+                    for k in ("revealed", "revealed_pct", "accuracy", "miou", "rounds")
                 ]
+                if (took := layout.logs / "oracle" / f"{s['id']}.json").is_file():
+                    batch.append(Metric("final_seconds", float(read_json(took)["seconds"]), ts, 0))
                 client.log_batch(
                     child.info.run_id,
                     metrics=batch,

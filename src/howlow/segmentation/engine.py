@@ -70,7 +70,7 @@ def save_checkpoint(
     generator: torch.Generator,
     epoch: int,
     history: list[dict],
-    seconds: float,
+    epoch_seconds: list[float],
 ) -> None:
     """Written atomically: a kill never leaves half a checkpoint. `epoch` = epochs done."""
     save_torch(
@@ -84,7 +84,7 @@ def save_checkpoint(
             "rng_torch": torch.get_rng_state(),
             "rng_loader": generator.get_state(),
             "history": history,
-            "seconds": seconds,
+            "epoch_seconds": epoch_seconds,
         },
     )
 
@@ -99,7 +99,7 @@ def resume(
     generator: torch.Generator,
 ) -> dict | None:
     """Restore model, optimizer, scheduler and RNGs from the checkpoint at `path` when it was made
-    for the same inputs (`fingerprint`); returns it (epoch, history, seconds), else None."""
+    for the same inputs (`fingerprint`); returns it (epoch, history, epoch_seconds), else None."""
     path = Path(path)
     if not path.is_file():
         return None

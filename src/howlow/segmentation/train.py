@@ -6,8 +6,10 @@ Adam with a one-cycle schedule stepped per batch, `train_one_epoch` per epoch, t
 every `train.eval_every` epochs and after the last, a checkpoint after every epoch.
 
 Outputs in `out_dir` (default `models/`): `<source>.pt` (weights + what is needed to rebuild the
-network), `<source>.json` (annotated pixels, loss per epoch, seconds, and `history`: one row per epoch
-with its loss, lr and, where scored, val mIoU: the learning curve).
+network), `<source>.json` (annotated pixels, loss per epoch, and `history`: one row per epoch with its
+loss, lr and, where scored, val mIoU). No timings in them (they would differ on every run): the
+training seconds, in total and after each epoch (the learning curve's x), are returned and written
+to `timing` when given.
 
 Checkpoint: `<source>.ckpt` beside them, rewritten after every epoch and removed once `<source>.pt`
 and `<source>.json` are written. A training started with a checkpoint of the same fingerprint (train
@@ -111,10 +113,12 @@ def train_source(
     layout: Layout,
     out_dir: Path | None = None,
     annotations: dict[str, Annotation] | None = None,
+    timing: Path | None = None,
 ) -> dict:
     """Train the data-set network on one label source (resuming from its checkpoint when there is
     a matching one); `out_dir` (default `layout.models`) gets `<source>.pt` and `<source>.json`.
-    `annotations`: the clicks behind the budget (default: the pipeline's oracle stage)."""
+    `annotations`: the clicks behind the budget (default: the pipeline's oracle stage). Returns
+    `<source>.json`'s content with `seconds` and `epoch_seconds` added (also written to `timing`)."""
     out_dir = Path(out_dir or layout.models)
     t = params.train
     data = source_data(params, source, prepared, ids, layout, annotations)
@@ -140,7 +144,8 @@ def train_source(
     for partial in out_dir.glob(f".{ckpt_path.name}.*.tmp"):  # a checkpoint being written when killed
         partial.unlink()
     ckpt = resume(ckpt_path, key, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, generator=order)
-    start, history, seconds = (ckpt["epoch"], ckpt["history"], ckpt["seconds"]) if ckpt else (0, [], 0.0)
+    start, history, epoch_seconds = (ckpt["epoch"], ckpt["history"], ckpt["epoch_seconds"]) if ckpt else (0, [], [])
+    seconds = epoch_seconds[-1] if epoch_seconds else 0.0
     if ckpt:
         print(f"[train {source}] resuming after epoch {start}/{t.epochs} from {ckpt_path}", file=sys.stderr, flush=True)
 
@@ -162,10 +167,9 @@ def train_source(
             "lr": lr,
             "val_miou": None,
             "val_pixel_accuracy": None,
-            "seconds": None,
         }
         seconds += time.perf_counter() - t0  # training time; the val scoring is not part of it
-        row["seconds"] = round(seconds, 2)  # training time so far: the learning curve's x
+        epoch_seconds.append(round(seconds, 2))  # training time so far: the learning curve's x
         if (t.eval_every and (epoch + 1) % t.eval_every == 0) or epoch + 1 == t.epochs:
             row.update(_scores(evaluate(model, val_loader, device, prepared.n_classes)))
         history.append(row)
@@ -178,7 +182,7 @@ def train_source(
             generator=order,
             epoch=epoch + 1,
             history=history,
-            seconds=seconds,
+            epoch_seconds=epoch_seconds,
         )
         bar.update()
         bar.set_postfix(loss=f"{row['loss']:.4f}")
@@ -211,7 +215,6 @@ def train_source(
         "total_pixels": data.total,
         "annotated_pct": 100.0 * data.annotated / data.total,
         "epochs": t.epochs,
-        "seconds": round(seconds, 2),
         "final_loss": losses[-1],
         "loss": losses,
         "eval_every": t.eval_every,
@@ -219,8 +222,11 @@ def train_source(
         "fingerprint": key,
     }
     write_json(out_dir / f"{source}.json", info)
+    took = {"seconds": round(seconds, 2), "epoch_seconds": epoch_seconds}
+    if timing is not None:
+        write_json(timing, took)
     ckpt_path.unlink(missing_ok=True)
-    return info
+    return {**info, **took}
 
 
 def load_model(path: Path) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:

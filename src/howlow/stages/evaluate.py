@@ -31,11 +31,7 @@ def run(params: Params, layout: Layout) -> dict:
     for source in params.train.label_sources:
         info = read_json(layout.models / f"{source}.json")
         m = evaluate_source(prepared, layout.models / f"{source}.pt")
-        m.update(
-            annotated_pixels=info["annotated_pixels"],
-            annotated_pct=info["annotated_pct"],
-            train_seconds=info["seconds"],
-        )
+        m.update(annotated_pixels=info["annotated_pixels"], annotated_pct=info["annotated_pct"])
         dataset[source] = m
         rows.append(
             {

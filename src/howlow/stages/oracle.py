@@ -2,7 +2,8 @@
 
 Outputs in `data/oracle/`: `<id>.pt` (the image's final network), `<id>.json` (revealed pixels in
 reveal order as [y, x, class, round], the round-by-round curve, a summary), `summary.csv` and
-`totals.json`; and `eval/plots/oracle_curves.csv` for `dvc plots`.
+`totals.json`; and `eval/plots/oracle_curves.csv` for `dvc plots`. No timings: they go to
+`logs/oracle/<id>.json` (Layout.logs), so the outputs are a pure function of data, params and code.
 
 Resuming: each image's json is written last and marks it done. The output is persisted by DVC, so a
 run killed half-way resumes: finished images whose fingerprint (data and oracle params) matches are
@@ -60,9 +61,12 @@ def _reusable(params: Params, image_id: str, out_dir: Path) -> dict | None:
     return None
 
 
-def _save_result(params: Params, image_id: str, label: np.ndarray, run: OracleRun, out_dir: Path) -> dict:
-    """Write one image's result (weights first, json last: the json marks it done); its summary row."""
+def _save_result(params: Params, image_id: str, label: np.ndarray, run: OracleRun, layout: Layout) -> dict:
+    """Write one image's result (weights first, json last: the json marks it done); its summary row.
+    Its time goes to the logs."""
     assert run.model is not None
+    out_dir = layout.oracle
+    write_json(layout.logs / "oracle" / f"{image_id}.json", {"seconds": round(run.seconds, 3)})
     last = run.curve[-1]
     summary = {
         "id": image_id,
@@ -75,7 +79,6 @@ def _save_result(params: Params, image_id: str, label: np.ndarray, run: OracleRu
         "accuracy": last["accuracy"],
         "miou": last["miou"],
         "reached": run.reached,
-        "seconds": round(run.seconds, 3),
     }
     save_torch(out_dir / f"{image_id}.pt", run.model.state_dict())
     write_json(
@@ -108,25 +111,39 @@ def oracle_images(
     params: Params,
     image_ids: list[str],
     prepared: Prepared,
-    out_dir: Path,
-    progress: Callable[[dict], None] | None = None,
+    layout: Layout,
+    progress: Callable[[dict, float | None], None] | None = None,
 ) -> list[dict]:
-    """Run (or reuse) the Oracle for these training images, `runtime.oracle_batch` at a time;
-    their summary rows in the order given. Outputs are written atomically as each image finishes,
-    the json last: a killed run leaves either no result for an image or a complete one."""
-    out_dir = Path(out_dir)
-    summaries = {i: s for i in image_ids if (s := _reusable(params, i, out_dir)) is not None}
-    for s in summaries.values():
-        if progress:
-            progress(s)
-    todo = [_train_row(prepared, i) for i in image_ids if i not in summaries]
+    """Run (or reuse) the Oracle for these training images; their summary rows in the order given.
+
+    The images go in fixed groups of `runtime.oracle_batch`, in the order given, each group trained
+    together (engine.run_batched) without taking in the next group's images. Batching changes a
+    network's weights by float rounding (the padded length of a step depends on the group), so a
+    resumed run redoes every group not wholly finished and gets the same bytes as an uninterrupted
+    one. Outputs are written atomically as each image finishes, the json last: a killed run leaves
+    either no result for an image or a complete one. `progress(summary, seconds)` per image
+    (seconds None for a reused one)."""
+    out_dir = layout.oracle
+    size = params.runtime.oracle_batch
+    summaries: dict[str, dict] = {}
+    todo: list[list[str]] = []
+    for group in (image_ids[i : i + size] for i in range(0, len(image_ids), size)):
+        reused = {i: s for i in group if (s := _reusable(params, i, out_dir)) is not None}
+        if len(reused) < len(group):
+            todo.append(group)
+            continue
+        summaries.update(reused)
+        for s in reused.values():
+            if progress:
+                progress(s, None)
 
     def done(image_id: str, label: np.ndarray, run: OracleRun) -> None:
-        summaries[image_id] = _save_result(params, image_id, label, run, out_dir)
+        summaries[image_id] = _save_result(params, image_id, label, run, layout)
         if progress:
-            progress(summaries[image_id])
+            progress(summaries[image_id], run.seconds)
 
-    run_rows(params, prepared, todo, done)
+    for group in todo:
+        run_rows(params, prepared, [_train_row(prepared, i) for i in group], done)
     return [summaries[i] for i in image_ids]
 
 
@@ -157,7 +174,7 @@ def run_rows(
 
 def oracle_image(params: Params, image_id: str, layout: Layout) -> dict:
     """Run (or reuse) the Oracle for one training image (the Prefect flow maps this); its summary row."""
-    return oracle_images(params, [image_id], load_prepared(layout.prepared), layout.oracle)[0]
+    return oracle_images(params, [image_id], load_prepared(layout.prepared), layout)[0]
 
 
 def remove_stale_files(ids: set[str], out_dir: Path, plots_dir: Path) -> list[Path]:
@@ -199,7 +216,6 @@ def finish(summaries: list[dict], layout: Layout) -> dict:
         "median_revealed_px": float(np.median(px)),
         "reached_fraction": float(np.mean([s["reached"] for s in summaries])),
         "mean_accuracy": float(np.mean([s["accuracy"] for s in summaries])),
-        "mean_seconds": float(np.mean([s["seconds"] for s in summaries])),
     }
     write_json(out_dir / "totals.json", totals)
     write_csv(out_dir / "summary.csv", summaries)  # last: it marks the run finished
@@ -224,12 +240,13 @@ def run(params: Params, layout: Layout) -> dict:
     start(layout.oracle)
     count = iter(range(1, len(ids) + 1))
 
-    def progress(s: dict) -> None:
+    def progress(s: dict, seconds: float | None) -> None:
+        took = "done before" if seconds is None else f"{seconds:.1f} s"
         print(
             f"[oracle {next(count)}/{len(ids)}] {s['id']}: {s['revealed']} px ({s['revealed_pct']:.3f} %), "
-            f"acc {s['accuracy']:.4f} {'reached' if s['reached'] else 'NOT reached'}, {s['seconds']:.1f} s",
+            f"acc {s['accuracy']:.4f} {'reached' if s['reached'] else 'NOT reached'}, {took}",
             file=sys.stderr,
             flush=True,
         )
 
-    return finish(oracle_images(params, ids, prepared, layout.oracle, progress), layout)
+    return finish(oracle_images(params, ids, prepared, layout, progress), layout)

@@ -32,4 +32,7 @@ def run(params: Params, layout: Layout) -> dict:
                 shutil.rmtree(path)
             else:
                 path.unlink()
-    return {source: train_source(params, source, prepared, ids, layout) for source in sources}
+    return {
+        source: train_source(params, source, prepared, ids, layout, timing=layout.logs / "train" / f"{source}.json")
+        for source in sources
+    }

@@ -63,6 +63,12 @@ KINDS = ("pseudo", RANDOM_PSEUDO)  # pseudo-labels from the Oracle's clicks, and
 STAMPS = ".done"  # targets/.done/<kind>/<id>: an image's finished pseudo-labels, while propagate runs
 
 
+def shard(params: Params, todo: list) -> list:
+    """This process's share of the work when `runtime.shard` is [k, n]: every n-th item from the k-th."""
+    k, n = params.runtime.shard
+    return todo[k::n]
+
+
 def prepare_oracle(params: Params, layout: Layout) -> dict:
     """The data set at `study.oracle_scale` into data/prepared_oracle."""
     if not oracle_scale_differs(params):
@@ -112,19 +118,22 @@ def annotate(params: Params, layout: Layout) -> dict:
         path = out / f"{r['id']}.json"
         if path.is_file() and (a := read_json(path)).get("fingerprint") == fingerprint(params, r["id"]):
             anns[r["id"]] = a
-    todo = [r for r in rows if r["id"] not in anns]
+    todo = shard(params, [r for r in rows if r["id"] not in anns])
     timing_path = root / "results" / "annotate_time.json"
-    timing = read_json(timing_path) if timing_path.is_file() and anns else {"seconds": {}}
+    if not anns:  # a fresh start: no times of another run
+        timing_path.unlink(missing_ok=True)
     print(f"[annotate] {len(anns)} of {len(rows)} images done before, {len(todo)} to annotate", file=sys.stderr)
-    t0, count = time.perf_counter(), iter(range(len(anns) + 1, len(rows) + 1))
+    t0, before, count = time.perf_counter(), len(anns), iter(range(len(anns) + 1, len(rows) + 1))
 
     def done(image_id: str, label: np.ndarray, run: OracleRun) -> None:
         anns[image_id] = a = annotation(params, image_id, label.shape, run)
         write_annotation(out / f"{image_id}.json", a)
+        # read again before each write: the processes of a sharded run share the file
+        timing = read_json(timing_path) if timing_path.is_file() else {"seconds": {}}
         timing["seconds"][image_id] = round(run.seconds, 2)
         write_json(timing_path, timing)
-        n, elapsed = next(count), time.perf_counter() - t0
-        left = (len(rows) - n) * elapsed / max(1, n - (len(rows) - len(todo)))
+        n, here = next(count), len(anns) - before  # this process's share so far
+        left = (len(todo) - here) * (time.perf_counter() - t0) / here
         print(
             f"[annotate {n}/{len(rows)}] {image_id}: {len(run.revealed)} px, acc {run.curve[-1]['accuracy']:.4f}"
             f"{'' if run.reached else ' NOT reached'}, {run.seconds:.1f} s (ETA {left / 60:.0f} min)",
@@ -133,6 +142,10 @@ def annotate(params: Params, layout: Layout) -> dict:
         )
 
     run_rows(params, prepared, todo, done)
+    if len(anns) < len(rows):  # a shard's process: the last unsharded run finishes the stage
+        print(f"[annotate] {len(anns)} of {len(rows)} images annotated; shard done", file=sys.stderr)
+        return {"images": len(anns), "shard": params.runtime.shard}
+    timing = read_json(timing_path) if timing_path.is_file() else {"seconds": {}}
     secs = list(timing["seconds"].values())
     timing.update({"images": len(secs), "mean_s_per_image": float(np.mean(secs)) if secs else None})
     timing["machine"] = machine()
@@ -199,6 +212,7 @@ def propagate(params: Params, layout: Layout) -> dict:
 
     todo = [(kind, a) for a in anns for kind in KINDS if not finished(kind, a["id"])]
     print(f"[propagate] {2 * len(anns) - len(todo)} of {2 * len(anns)} done before", file=sys.stderr, flush=True)
+    todo = shard(params, todo)
 
     def items():
         for kind, a in todo:
@@ -238,6 +252,9 @@ def propagate(params: Params, layout: Layout) -> dict:
     propagate_clicks(
         items(), prepared.n_classes, params.oracle, params.runtime.oracle_batch, params.runtime.device, done
     )
+    if not all(finished(kind, a["id"]) for a in anns for kind in KINDS):  # a shard's process
+        print("[propagate] shard done; the last unsharded run finishes the stage", file=sys.stderr)
+        return {"shard": params.runtime.shard}
     result = {}
     for (kind, t), folder in dirs.items():
         rs = []

@@ -249,7 +249,13 @@ def pseudo_quality(root: Path, targets: list[float]) -> dict:
 def learning_curves(root: Path, params: Params) -> dict[str, list[dict]]:
     """The `full` trainings' histories (val mIoU every train.eval_every epochs, training seconds)."""
     names = [row_name("full", None, s) for s in params.study.seeds] + [CONVERGENCE]
-    return {n: read_json(p)["history"] for n in names if (p := rows_dir(root) / n / "full.json").is_file()}
+    curves = {}
+    for n in names:
+        if (rows_dir(root) / n / "full.json").is_file():
+            seconds = read_json(rows_dir(root) / n / "row.json")["epoch_seconds"]
+            history = read_json(rows_dir(root) / n / "full.json")["history"]
+            curves[n] = [{**h, "seconds": s} for h, s in zip(history, seconds, strict=True)]
+    return curves
 
 
 def run(params: Params, layout: Layout) -> dict:
