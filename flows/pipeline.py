@@ -14,17 +14,20 @@ deployment passes no parameters of its own: each scheduled run reads params.yaml
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from howlow.data import load_prepared
+from howlow.io import DataError
 from howlow.layout import Layout
-from howlow.params import Params, differences, load_params, write_into
+from howlow.params import Params, ParamsError, differences, load_params, write_into
 from howlow.stages import evaluate, oracle, prepare, pseudolabel, track, train, validate
 
 DVC_PARAMS = "params.yaml"  # the file dvc.yaml's stages read their params from
@@ -47,10 +50,26 @@ def oracle_image_task(params: Params, image_id: str, root: str) -> dict:
     return oracle.oracle_image(params, image_id, Layout(Path(root)))
 
 
-def task_runner(params: Params):
-    """Dask when an address is configured (prefect-dask), else one thread per core here."""
+def dask_address(params: Params) -> str:
+    """`orchestration.dask_address`, else $HOWLOW_DASK_ADDRESS; when set, a scheduler must answer
+    there (checked in seconds, before any stage runs, rather than failing after prepare and validate)."""
     address = params.orchestration.dask_address or os.environ.get("HOWLOW_DASK_ADDRESS", "")
     if address:
+        url = urlsplit(address if "://" in address else f"tcp://{address}")
+        try:
+            with socket.create_connection((url.hostname or "", url.port or 8786), timeout=5):
+                pass
+        except (OSError, ValueError) as exc:
+            raise ParamsError(
+                f"orchestration.dask_address (or $HOWLOW_DASK_ADDRESS) {address!r}: no Dask scheduler answers there "
+                f"({exc}); start one (README: Dask) or leave the key empty to run on this machine"
+            ) from None
+    return address
+
+
+def task_runner(params: Params):
+    """Dask when an address is configured (prefect-dask), else one thread per core here."""
+    if address := dask_address(params):
         from prefect_dask import DaskTaskRunner
 
         return DaskTaskRunner(address=address)
@@ -126,11 +145,12 @@ def pipeline(
         listed = ", ".join(f"{k}={v}" for k, v in changes.items())
         logger.warning("%s now holds this run's params (as `dvc exp run -S` would): %s", DVC_PARAMS, listed)
     where = Layout(Path.cwd().resolve())
+    runner = task_runner(params)  # a Dask address that does not answer stops the run before any stage
     prepare_task(params, where)
     validate_task(params, where)
     ids = oracle.image_ids(params, load_prepared(where.prepared))
     oracle.start(where.oracle)
-    summaries, failed = oracle_fanout.with_options(task_runner=task_runner(params))(params, ids, str(where.root))
+    summaries, failed = oracle_fanout.with_options(task_runner=runner)(params, ids, str(where.root))
     if not summaries:
         raise RuntimeError(f"the oracle failed for every image ({len(failed)})")
     totals = oracle_summary_task(summaries, where)
@@ -171,5 +191,18 @@ def serve(params: Params, layout: Layout | None = None) -> None:
     serve_deployments(deployment(params))
 
 
+def main(argv: list[str]) -> int:
+    """`python flows/pipeline.py [params.yaml]`: bad params or an unreachable Dask scheduler are one
+    line and exit status 2, before Prefect starts."""
+    params_path = argv[0] if argv else DVC_PARAMS
+    try:
+        dask_address(load_params(params_path))
+    except (ParamsError, DataError) as exc:
+        print(f"flows/pipeline.py: error: {exc}", file=sys.stderr)
+        return 2
+    print(pipeline(params_path))
+    return 0
+
+
 if __name__ == "__main__":
-    print(pipeline(*sys.argv[1:2]))
+    sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -242,3 +244,27 @@ def test_prepared_is_a_file_fails_and_is_left_alone(work):
     assert err.startswith("howlow prepare: error: data/prepared: is a file, but a folder is needed there")
     assert (work / "data/prepared").read_text() == "someone else's file"
     assert sorted(p.name for p in (work / "data").iterdir()) == ["prepared"]
+
+
+def test_unwritable_validation_report_fails_before_great_expectations(work):
+    prepare_ok(work)
+    (work / "reports").mkdir()
+    (work / "reports/validation").write_text("someone else's file")
+    err = fails("validate", work)
+    assert err.startswith("howlow validate: error: reports/validation: is a file, but a folder is needed there")
+    assert len(err.strip().splitlines()) == 1  # no Great Expectations log before it
+    assert (work / "reports/validation").read_text() == "someone else's file"
+
+
+def test_unreachable_dask_scheduler_stops_the_flow_before_any_stage(work):
+    """Nothing listens on port 1: one line, exit 2, in seconds, and prepare never ran."""
+    env = {**os.environ, "HOWLOW_DASK_ADDRESS": "tcp://127.0.0.1:1"}
+    cmd = [sys.executable, str(ROOT / "flows" / "pipeline.py")]
+    done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.stdout[-2000:], done.stderr[-3000:])
+    assert "Traceback" not in done.stderr and done.stderr.count("error:") == 1
+    assert "flows/pipeline.py: error: orchestration.dask_address (or $HOWLOW_DASK_ADDRESS) 'tcp://127.0.0.1:1': " in (
+        done.stderr
+    )
+    assert "no Dask scheduler answers there" in done.stderr
+    assert not (work / "data").exists()

@@ -4,6 +4,7 @@ experiment with a different Oracle target."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -64,3 +65,18 @@ def test_dvc_repro_runs_every_stage_and_records_outputs(project, tmp_path):
     run(["dvc", "exp", "run", "-S", "oracle.target_accuracy=0.8", "-n", "target-080"], project, env)
     exps = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], project, env).stdout))
     assert "target-080" in exps and "0.8" in exps
+
+    # a failing stage: DVC removed its outputs first; the message says how to get them back, and it works
+    before = (project / "data/prepared/manifest.csv").read_bytes()
+    (project / "params.yaml").write_text(
+        (project / "params.yaml").read_text().replace("source: synthetic", "source: no_such_folder", 1)
+    )
+    failed = subprocess.run(["dvc", "repro", "dvc.yaml:prepare"], cwd=project, env=env, capture_output=True, text=True)
+    assert failed.returncode != 0
+    message = failed.stdout + failed.stderr
+    assert "data.source 'synthetic' goes with data.layout 'synthetic'" in message
+    assert "hint: DVC removed the outputs of stage prepare before running it" in message
+    assert not (project / "data/prepared").exists()
+    run(["git", "checkout", "--", "params.yaml"], project, env)
+    run(["dvc", "checkout", "prepare"], project, env)
+    assert (project / "data/prepared/manifest.csv").read_bytes() == before

@@ -11,6 +11,7 @@ import argparse
 import errno
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -103,6 +104,19 @@ def os_error_message(exc: OSError) -> str:
     return f"{path}: {what}"
 
 
+def _failed_under_dvc() -> int:
+    """Exit status 2; run by `dvc repro` (DVC_STAGE set), the hint DVC does not give: it removed the
+    stage's previous outputs before running it."""
+    if stage := os.environ.get("DVC_STAGE"):
+        print(
+            f"hint: DVC removed the outputs of stage {stage} before running it (persisted ones excepted); "
+            f"`dvc checkout {stage}` restores the last recorded ones from the DVC cache, and "
+            "`git checkout -- <file>` those kept in git (cache: false)",
+            file=sys.stderr,
+        )
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="howlow", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--version", action="version", version=f"howlow {__version__}")
@@ -123,10 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         result = entry(args.command)(params, Layout.here())
     except (ParamsError, DataError) as exc:
         print(f"howlow {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _failed_under_dvc()
     except OSError as exc:  # unwritable output folder, disk full, a file where a folder should be ...
         print(f"howlow {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
-        return 2
+        return _failed_under_dvc()
+    except BaseException:
+        _failed_under_dvc()
+        raise
     if isinstance(result, dict):
         short = {k: v for k, v in result.items() if k in SUMMARY_KEYS} or result
         print(json.dumps(short, indent=1, default=str)[:2000])

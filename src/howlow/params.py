@@ -189,6 +189,7 @@ class TrackingParams(_Group):
     experiment: str
     # Empty: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project folder.
     tracking_uri: str
+    compare_all: bool
 
 
 _CRON_FIELDS = (  # name, lowest, highest, names for the values (cron's own spelling)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,6 +72,44 @@ def _setup(params: Params):
     return mlflow
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def close_orphans(mlflow, experiment: str) -> list[str]:
+    """Runs of this machine left RUNNING by a process that no longer exists (a `track` killed
+    half-way), with their nested runs, marked KILLED; their ids. Runs of other machines, and of a
+    `track` still at work, are left alone (tags howlow.host and howlow.pid)."""
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    host = socket.gethostname()
+    running = client.search_runs(
+        [exp.experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`howlow.host` = '{host}'"
+    )
+    closed = []
+    for run in running:
+        if _alive(int(run.data.tags.get("howlow.pid", "0"))):
+            continue
+        nested = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+        for r in [*nested, run]:
+            if r.info.status == "RUNNING":
+                client.set_terminated(r.info.run_id, "KILLED")
+                closed.append(r.info.run_id)
+        print(
+            f"[track] {run.info.run_name} ({run.info.run_id}): left running by a killed process, now KILLED",
+            file=sys.stderr,
+        )
+    return closed
+
+
 def log_pipeline(params: Params, layout: Layout) -> dict:
     """Log the outputs of a finished pipeline run (parent run, nested image runs, models)."""
     import torch
@@ -86,8 +125,18 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
     metrics = read_json(eval_dir / "metrics.json")
     summaries = read_csv(oracle_dir / "summary.csv")
     client = mlflow.MlflowClient()
+    close_orphans(mlflow, params.tracking.experiment)
     with mlflow.start_run(run_name=run_name(params)) as parent:
-        mlflow.set_tags({"howlow.kind": "pipeline", "dataset": params.dataset_name, "strategy": params.oracle.strategy})
+        mlflow.set_tags(
+            {
+                "howlow.kind": "pipeline",
+                "dataset": params.dataset_name,
+                "strategy": params.oracle.strategy,
+                # a later `track` closes this run if its process dies before the run ends
+                "howlow.host": socket.gethostname(),
+                "howlow.pid": str(os.getpid()),
+            }
+        )
         mlflow.log_params(flatten(params.to_dict()))
         flat = {f"oracle.{k}": v for k, v in metrics["oracle"].items()}
         flat.update({f"pseudo.{k}": v for k, v in metrics["pseudo"].items()})
@@ -161,15 +210,17 @@ COMPARE_COLUMNS = [
     "mean_revealed_px",
     "reached_fraction",
     "pseudo_accuracy",
+    "status",
 ]
 
 
 def compare(params: Params, out_dir: Path) -> dict:
     """Print the budget table of every pipeline run in the experiment and plot revealed % vs target."""
     mlflow = _setup(params)
+    finished = "" if params.tracking.compare_all else " and attributes.status = 'FINISHED'"
     runs = mlflow.search_runs(
         experiment_names=[params.tracking.experiment],
-        filter_string="tags.`howlow.kind` = 'pipeline'",
+        filter_string=f"tags.`howlow.kind` = 'pipeline'{finished}",
         output_format="list",
     )
     rows = []
@@ -187,6 +238,7 @@ def compare(params: Params, out_dir: Path) -> dict:
                 "mean_revealed_px": m.get("oracle.mean_revealed_px"),
                 "reached_fraction": m.get("oracle.reached_fraction"),
                 "pseudo_accuracy": m.get("pseudo.mean_accuracy"),
+                "status": r.info.status,
             }
         )
     rows.sort(key=lambda r: (r["dataset"], r["strategy"], r["target"], str(r["seed"])))

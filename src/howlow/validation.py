@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,6 +275,17 @@ def _message(prepared: Path, report_dir: Path, failed: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _writable(folder: Path) -> None:
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise DataError(f"{part}: is a file, but a folder is needed there (the validation report)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot write the validation report there ({exc.strerror})") from None
+
+
 def validate(params: Params, prepared: Path, report_dir: Path) -> dict:
     """Validate `prepared` with GX; write summary.json and Data Docs to `report_dir`.
 
@@ -291,6 +303,7 @@ def validate(params: Params, prepared: Path, report_dir: Path) -> dict:
     tables = {"manifest": manifest, "class_pixels": class_pixels}
     all_rules = _rules(params, n_classes)
 
+    _writable(report_dir)  # before GX, which would log pages of tracebacks first
     # Docs are built next to their final place and swapped in, so a crash never leaves half a site
     # and old runs' pages never linger in the index.
     docs, tmp_docs = report_dir / "docs", report_dir / ".docs.tmp"

@@ -1,0 +1,60 @@
+"""A `track` killed half-way leaves its MLflow runs RUNNING; the next `track` closes them (KILLED), and
+`howlow compare` lists finished runs only unless `tracking.compare_all` asks for all. A real sqlite
+store; a real process that has exited stands for the killed `track`."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+from conftest import make_params
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_runs_of_a_dead_track_are_closed_and_compare_skips_them(tmp_path, capsys):
+    import mlflow
+
+    from howlow.tracking import close_orphans, compare
+
+    params = make_params({"tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "t"}})
+    mlflow.set_tracking_uri(params.tracking.tracking_uri)
+    mlflow.set_experiment("t")
+    client = mlflow.MlflowClient()
+    here = socket.gethostname()
+
+    experiment = client.get_experiment_by_name("t").experiment_id
+
+    def pipeline_run(name: str, host: str, pid: int, finish: bool) -> tuple[str, str]:
+        tags = {"howlow.kind": "pipeline", "howlow.host": host, "howlow.pid": str(pid), "dataset": "d"}
+        run = client.create_run(experiment, run_name=name, tags=tags)  # RUNNING until terminated
+        for key, value in (("oracle.target_accuracy", 0.9), ("oracle.strategy", "error_center"), ("oracle.seed", 0)):
+            client.log_param(run.info.run_id, key, value)
+        client.log_metric(run.info.run_id, "oracle.images", 3)
+        child = client.create_run(experiment, run_name=f"{name}-image", tags={"mlflow.parentRunId": run.info.run_id})
+        if finish:  # else what a kill -9 leaves: nothing ends the runs
+            client.set_terminated(child.info.run_id)
+            client.set_terminated(run.info.run_id)
+        return run.info.run_id, child.info.run_id
+
+    done, _ = pipeline_run("finished", here, dead_pid(), finish=True)
+    killed, killed_child = pipeline_run("killed", here, dead_pid(), finish=False)
+    alive, _ = pipeline_run("alive", here, 1, finish=False)  # pid 1 exists: a track still at work
+    remote, _ = pipeline_run("remote", "another-machine", dead_pid(), finish=False)
+
+    assert sorted(close_orphans(mlflow, "t")) == sorted([killed, killed_child])
+    status = {r: client.get_run(r).info.status for r in (done, killed, killed_child, alive, remote)}
+    assert status == {done: "FINISHED", killed: "KILLED", killed_child: "KILLED", alive: "RUNNING", remote: "RUNNING"}
+    assert "killed (" in capsys.readouterr().err
+    assert close_orphans(mlflow, "t") == []  # nothing left to close
+
+    assert compare(params, tmp_path / "compare") == {"runs": 1}
+    table = (tmp_path / "compare" / "budgets.csv").read_text().splitlines()
+    assert len(table) == 2 and table[1].startswith("finished,") and table[1].endswith(",FINISHED")
+    every = params.model_copy(update={"tracking": params.tracking.model_copy(update={"compare_all": True})})
+    assert compare(every, tmp_path / "compare") == {"runs": 4}
