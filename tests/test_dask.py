@@ -56,7 +56,9 @@ def test_oracle_fanout_on_dask_workers_equals_local_threads(tmp_path, monkeypatc
     assert failed == []
 
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
         Client(cluster) as client,
     ):
         client.wait_for_workers(2, timeout=240)
