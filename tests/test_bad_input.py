@@ -268,3 +268,14 @@ def test_unreachable_dask_scheduler_stops_the_flow_before_any_stage(work):
     )
     assert "no Dask scheduler answers there" in done.stderr
     assert not (work / "data").exists()
+
+
+def test_a_bool_where_a_number_goes_is_a_params_error(work):
+    err = fails("oracle", work, "oracle.pixels_per_round=true")
+    assert "oracle.pixels_per_round: Input should be a valid integer (got True)" in err
+    assert not (work / "data").exists()
+
+
+def test_a_bad_cron_stops_serve_before_prefect(work):
+    err = fails("serve", work, "orchestration.cron=not a cron")
+    assert "orchestration.cron: a cron expression has 5 fields" in err
