@@ -24,11 +24,12 @@ def test_runs_of_a_dead_track_are_closed_and_compare_skips_them(tmp_path, capsys
 
     params = make_params({"tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "t"}})
     mlflow.set_tracking_uri(params.tracking.tracking_uri)
-    mlflow.set_experiment("t")
     client = mlflow.MlflowClient()
+    client.create_experiment("t", artifact_location=str(tmp_path / "artifacts"))
     here = socket.gethostname()
 
     experiment = client.get_experiment_by_name("t").experiment_id
+    mlflow.set_experiment("t")
 
     def pipeline_run(name: str, host: str, pid: int, finish: bool) -> tuple[str, str]:
         tags = {"howlow.kind": "pipeline", "howlow.host": host, "howlow.pid": str(pid), "dataset": "d"}
@@ -47,7 +48,10 @@ def test_runs_of_a_dead_track_are_closed_and_compare_skips_them(tmp_path, capsys
     alive, _ = pipeline_run("alive", here, 1, finish=False)  # pid 1 exists: a track still at work
     remote, _ = pipeline_run("remote", "another-machine", dead_pid(), finish=False)
 
+    half_logged = client.create_logged_model(experiment, name="dataset-pseudo", source_run_id=killed)
+    assert str(half_logged.status).endswith("PENDING")
     assert sorted(close_orphans(mlflow, "t")) == sorted([killed, killed_child])
+    assert str(client.get_logged_model(half_logged.model_id).status).endswith("FAILED")
     status = {r: client.get_run(r).info.status for r in (done, killed, killed_child, alive, remote)}
     assert status == {done: "FINISHED", killed: "KILLED", killed_child: "KILLED", alive: "RUNNING", remote: "RUNNING"}
     assert "killed (" in capsys.readouterr().err

@@ -84,8 +84,9 @@ def _alive(pid: int) -> bool:
 
 def close_orphans(mlflow, experiment: str) -> list[str]:
     """Runs of this machine left RUNNING by a process that no longer exists (a `track` killed
-    half-way), with their nested runs, marked KILLED; their ids. Runs of other machines, and of a
-    `track` still at work, are left alone (tags howlow.host and howlow.pid)."""
+    half-way), with their nested runs, marked KILLED (their PENDING models FAILED); their ids.
+    Runs of other machines, and of a `track` still at work, are left alone (tags howlow.host and
+    howlow.pid)."""
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -103,6 +104,10 @@ def close_orphans(mlflow, experiment: str) -> list[str]:
             if r.info.status == "RUNNING":
                 client.set_terminated(r.info.run_id, "KILLED")
                 closed.append(r.info.run_id)
+        of_run = f"source_run_id = '{run.info.run_id}'"
+        for model in client.search_logged_models([exp.experiment_id], filter_string=of_run):
+            if str(model.status).endswith("PENDING"):  # half-logged: never READY
+                client.finalize_logged_model(model.model_id, "FAILED")
         print(
             f"[track] {run.info.run_name} ({run.info.run_id}): left running by a killed process, now KILLED",
             file=sys.stderr,
