@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import read_csv, read_json, write_csv
+from .io import DataError, read_csv, read_json, write_csv
 from .layout import Layout, project_root
 from .params import Params
 from .plots import compare_figure
@@ -221,6 +221,13 @@ COMPARE_COLUMNS = [
 
 def compare(params: Params, out_dir: Path) -> dict:
     """Print the budget table of every pipeline run in the experiment and plot revealed % vs target."""
+    uri = tracking_uri(params)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        # MLflow would create an empty store and report no runs
+        raise DataError(
+            f"{uri.removeprefix('sqlite:///')}: no MLflow store; run the pipeline first (dvc repro), or name "
+            "the store with tracking.tracking_uri or $MLFLOW_TRACKING_URI"
+        )
     mlflow = _setup(params)
     finished = "" if params.tracking.compare_all else " and attributes.status = 'FINISHED'"
     runs = mlflow.search_runs(

@@ -1,12 +1,15 @@
-"""A `track` killed half-way leaves its MLflow runs RUNNING; the next `track` closes them (KILLED), and
-`howlow compare` lists finished runs only unless `tracking.compare_all` asks for all. A real sqlite
-store; a real process that has exited stands for the killed `track`."""
+"""MLflow records on a real sqlite store. A `track` killed half-way leaves its runs RUNNING; the next
+`track` closes them (KILLED; a real process that has exited stands for the killed `track`), and
+`howlow compare` lists finished runs only unless `tracking.compare_all` asks for all, and says so
+when there is no store rather than creating one."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import sys
+
+import pytest
 
 from conftest import make_params
 
@@ -62,3 +65,14 @@ def test_runs_of_a_dead_track_are_closed_and_compare_skips_them(tmp_path, capsys
     assert len(table) == 2 and table[1].startswith("finished,") and table[1].endswith(",FINISHED")
     every = params.model_copy(update={"tracking": params.tracking.model_copy(update={"compare_all": True})})
     assert compare(every, tmp_path / "compare") == {"runs": 4}
+
+
+def test_compare_without_a_store_says_so_and_creates_none(tmp_path):
+    from howlow.io import DataError
+    from howlow.tracking import compare
+
+    store = tmp_path / "nowhere" / "mlflow.db"
+    params = make_params({"tracking": {"tracking_uri": f"sqlite:///{store}"}})
+    with pytest.raises(DataError, match="no MLflow store; run the pipeline first"):
+        compare(params, tmp_path / "compare")
+    assert not store.exists() and not (tmp_path / "compare").exists()
