@@ -74,3 +74,17 @@ def test_cuda_without_a_gpu_is_a_params_error(workdir):
         done = howlow(stage, "runtime.device=cuda", cwd=workdir)
         assert done.returncode == 2, done.stderr
         assert "runtime.device" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_params_lists_every_key_with_its_value_and_meaning(workdir):
+    done = howlow("params", "oracle.lr=0.01", cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    lines = {
+        line.split()[0]: line for line in done.stdout.splitlines() if line and not line.startswith(("{", "}", " "))
+    }
+    from howlow.params import _leaves, load_params
+
+    keys = _leaves(load_params(workdir / "params.yaml").to_dict())
+    assert set(keys) <= set(lines)
+    assert lines["oracle.lr"].split()[1] == "0.01"  # the override applied
+    assert "pixel accuracy, void excluded" in lines["oracle.target_accuracy"]  # params.yaml's comment

@@ -31,6 +31,7 @@ COMMANDS = {
     "evaluate": ("howlow.stages.evaluate:run", "val-split metrics, plot data and figures in eval/"),
     "track": ("howlow.stages.track:run", "log the pipeline run to MLflow (parent run + one nested run per image)"),
     "compare": ("howlow.tracking:compare_command", "print the budget table of all MLflow runs and plot it"),
+    "params": ("howlow.params:show", "list every params key with its value and meaning (after -p files and overrides)"),
     "budget-run": ("howlow.studies.budget.run:run", "budget study: one rule and seed (stage run@<rule>-<seed>)"),
     "budget-order": ("howlow.studies.budget.order:run", "budget study: the training-order experiment"),
     "budget-report": ("howlow.studies.budget.report:run", "budget study: mean ± std over seeds, paired differences"),

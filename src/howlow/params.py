@@ -9,6 +9,7 @@ all files, an unknown key or a value breaking its rule stops with the file, the 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -410,3 +411,31 @@ def write_into(path: Path, values: dict[str, object]) -> None:
     out = io.StringIO()
     rt.dump(tree, out)
     atomic_write_bytes(Path(path), out.getvalue().encode())
+
+
+def comments(path: Path) -> dict[str, str]:
+    """Each dotted key's end-of-line comment in a params file: what the key means."""
+    from ruamel.yaml import YAML
+
+    out: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            token = (node.ca.items.get(key) or [None, None, None])[2]
+            # a comment token also holds the comment lines below it (they belong to the next key)
+            out[f"{prefix}{key}"] = token.value.split("\n")[0].lstrip("# ").strip() if token is not None else ""
+            if hasattr(value, "items"):
+                walk(value, f"{prefix}{key}.")
+
+    walk(YAML().load(Path(path).read_text()), "")
+    return out
+
+
+def show(params: Params, layout=None) -> dict:
+    """`howlow params`: every key, its value (params files and overrides applied) and its meaning."""
+    notes = comments(Path("params.yaml")) if Path("params.yaml").is_file() else {}
+    leaves = _leaves(params.to_dict())
+    width = max(len(k) for k in leaves)
+    for key, value in leaves.items():
+        print(f"{key:<{width}}  {json.dumps(value):<24}  {notes.get(key, '')}".rstrip())
+    return {"keys": len(leaves)}
