@@ -60,18 +60,27 @@ def claims() -> list[tuple[str, str]]:
     )
     path = "studies/dataset_camvid/results/budget.json"
     b = load(path)
-    for target in ("0.98", "0.9"):
-        h = b["targets"][target]["held_out"]
-        out.append(
-            (
-                path,
-                f"{h['mean_pct']:.3f} % ({h['mean_px']:.0f} px, median {h['median_pct']:.3f} %), "
-                f"{100 * h['reached']:.0f} % of frames reach {100 * float(target):.0f} %",
-            )
+    assert b["annotated"] == b["train_images"] == 367 and b["tuned_on"] == ["0016E5"]
+
+    def per_frame(h: dict, target: str) -> str:
+        return (
+            f"{h['mean_pct']:.3f} % ({h['mean_px']:.0f} px, median {h['median_pct']:.3f} %), "
+            f"{100 * h['reached']:.0f} % of frames reach {100 * float(target):.0f} %"
         )
+
+    for target in ("0.98", "0.95", "0.9"):
+        out.append((path, per_frame(b["targets"][target]["held_out"], target)))
     held = b["targets"]["0.98"]["by_sequence"]
     frames = ", ".join(f"{s} {held[s]['frames']}" for s in b["held_out"])
     out.append((path, f"{b['targets']['0.98']['held_out']['frames']} train frames of held-out sequences ({frames})"))
+    out.append((path, per_frame(held["0016E5"], "0.98") + f" | {held['0016E5']['frames']} train frames of 0016E5"))
+    # the prose below the table: per sequence, and against the val figure the recipe was tuned on
+    val = budget("reports/oracle_budget/camvid-val101-vote.json")["revealed_pct"]["mean"]
+    out.append((path, f"0001TP {held['0001TP']['mean_pct']:.3f} %, 0006R0 {held['0006R0']['mean_pct']:.3f} %"))
+    out.append((path, f"98 % needs {b['targets']['0.98']['held_out']['mean_pct'] / val:.1f}x that"))
+    out.append((path, f"need {held['0016E5']['mean_pct'] / val:.1f}x the val figure"))
+    out.append((path, f"{100 * (1 - held['0006R0']['reached']):.0f} %\n  of the frames hit the 1 % cap"))
+    out.append((path, f"We get there for 95 % ({b['targets']['0.95']['held_out']['mean_pct']:.3f} % on the held-out"))
     path = "eval/metrics.json"
     m = load(path)
     d = m["dataset"]
