@@ -82,9 +82,9 @@ def test_params_lists_every_key_with_its_value_and_meaning(workdir):
     lines = {
         line.split()[0]: line for line in done.stdout.splitlines() if line and not line.startswith(("{", "}", " "))
     }
-    from howlow.params import _leaves, load_params
+    from howlow.params import flatten, load_params
 
-    keys = _leaves(load_params(workdir / "params.yaml").to_dict())
+    keys = flatten(load_params(workdir / "params.yaml").to_dict())
     assert set(keys) <= set(lines)
     assert lines["oracle.lr"].split()[1] == "0.01"  # the override applied
     assert "pixel accuracy, void excluded" in lines["oracle.target_accuracy"]  # params.yaml's comment

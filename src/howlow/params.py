@@ -371,11 +371,12 @@ def load_params(
         raise ParamsError(_format_error(path, exc, sources)) from None
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """A nested params tree as {dotted key: value}."""
     out: dict[str, object] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -383,7 +384,7 @@ def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
 
 def differences(params: Params, base: Params) -> dict[str, object]:
     """The dotted keys whose value in `params` differs from `base`, with `params`'s values."""
-    mine, theirs = _leaves(params.to_dict()), _leaves(base.to_dict())
+    mine, theirs = flatten(params.to_dict()), flatten(base.to_dict())
     return {key: value for key, value in mine.items() if theirs[key] != value}
 
 
@@ -434,7 +435,7 @@ def comments(path: Path) -> dict[str, str]:
 def show(params: Params, layout=None) -> dict:
     """`howlow params`: every key, its value (params files and overrides applied) and its meaning."""
     notes = comments(Path("params.yaml")) if Path("params.yaml").is_file() else {}
-    leaves = _leaves(params.to_dict())
+    leaves = flatten(params.to_dict())
     width = max(len(k) for k in leaves)
     for key, value in leaves.items():
         print(f"{key:<{width}}  {json.dumps(value):<24}  {notes.get(key, '')}".rstrip())

@@ -21,7 +21,7 @@ import numpy as np
 
 from .io import DataError, read_csv, read_json, write_csv
 from .layout import Layout, project_root
-from .params import Params
+from .params import Params, flatten
 from .plots import compare_figure
 
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1"]  # skips MLflow's slow requirement inference
@@ -52,16 +52,6 @@ def logged_times(layout: Layout, image_ids: Sequence[str], sources: Sequence[str
 def run_name(params: Params) -> str:
     o = params.oracle
     return f"{params.dataset_name}-{o.strategy}-t{o.target_accuracy:g}-s{o.seed}"
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _setup(params: Params):
