@@ -84,12 +84,12 @@ def test_names_follow_dvc_matrix_keys_and_full_is_not_a_budget_source(tmp_path):
     params = make_params({"study": {"label_sources": ["full", "pseudo"]}})
     with pytest.raises(ParamsError, match=r"study\.label_sources"):
         budget_sources(params)
-    with pytest.raises(DataError, match=r"rows/full-0/row\.json: missing"):
+    with pytest.raises(DataError, match=r"rows/full-0\.json: missing"):
         load_rows(make_params(), tmp_path)
 
 
-def _repro(project, env, study):
-    return run(["dvc", "repro", f"studies/{study}/dvc.yaml"], project, env).stdout
+def _repro(project, env, study, *args):
+    return run(["dvc", "repro", *args, f"studies/{study}/dvc.yaml"], project, env).stdout
 
 
 @pytest.mark.slow
@@ -154,17 +154,24 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
     assert "Running stage" not in again, again
     assert len(mlflow.search_runs(experiment_names=["howlow-dataset_tiny"], output_format="list")) == len(runs)
 
-    # a fresh clone holds the annotations (git) but no DVC cache: the Oracle does not run again, and
-    # the pseudo-labels rebuilt from the annotations are the same bytes
+    # a fresh clone holds the annotations, the rows and results (git) but no DVC cache: with
+    # --allow-missing nothing trains again; the pseudo-labels rebuilt from the annotations (the
+    # Oracle does not run again) are the same bytes
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "study results"], project, env)
+    tracked = run(["git", "ls-files", "studies/dataset_tiny"], project, env).stdout.split()
+    assert {f"studies/dataset_tiny/rows/{n}.json" for n in names} <= set(tracked)
+    assert not [f for f in tracked if "/networks/" in f and not f.endswith(".gitignore")]
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path, env)
-    fresh = _repro(clone, env, "dataset_tiny")
-    assert "Running stage 'studies/dataset_tiny/dvc.yaml:annotate'" not in fresh
-    assert "Running stage 'studies/dataset_tiny/dvc.yaml:propagate'" in fresh
+    fresh = _repro(clone, env, "dataset_tiny", "--allow-missing")
+    assert "Running stage" not in fresh, fresh
+    rebuilt = run(["dvc", "repro", "studies/dataset_tiny/dvc.yaml:propagate"], clone, env).stdout
+    assert "Running stage 'studies/dataset_tiny/dvc.yaml:annotate'" not in rebuilt
+    assert "Running stage 'studies/dataset_tiny/dvc.yaml:propagate'" in rebuilt
     for png in sorted((study / "targets").rglob("*.png")):
         assert png.read_bytes() == (clone / png.relative_to(project)).read_bytes(), png
+    assert not run(["git", "status", "--porcelain"], clone, env).stdout.strip()  # the same lock and results
 
     # the study's networks scored on other frames (the synthetic generator with another seed)
     out = run(["howlow", "study-evaluate", "-p", "../../params.yaml", "-p", "params.yaml", "data.seed=7"], study, env)
@@ -252,7 +259,8 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread, monkeypatch
         row = rows.train(p, layout)
         assert row["name"] == f"{source}-0.9-0" and row["annotated_pixels"] == revealed
         assert row["annotated_pct"] == pytest.approx(100 * revealed / (3 * 48 * 64))
-        assert (tmp_path / "rows" / row["name"] / f"{source}.pt").is_file()
+        assert (tmp_path / "networks" / row["name"] / f"{source}.pt").is_file()
+        assert (tmp_path / "rows" / f"{row['name']}.json").is_file()
     with pytest.raises(ParamsError, match=r"oracle\.target_accuracy"):
         wrong = params.oracle.model_copy(update={"target_accuracy": 0.95})
         one = params.train.model_copy(update={"label_sources": ["pseudo"]})

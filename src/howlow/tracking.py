@@ -276,7 +276,8 @@ def log_study_row(
     params: Params, row: dict, model_path: Path, prepared, experiment: str, uri: str, tags: dict | None = None
 ) -> str:
     """One MLflow run per row of a data-set study (howlow.studies.dataset): the same param and metric
-    names for every source, budget and seed, and the row's model; its run id."""
+    names for every source, budget and seed, and the row's model where `model_path` exists (tag
+    `howlow.model`: logged or absent); its run id."""
     import mlflow
     import torch
 
@@ -292,6 +293,7 @@ def log_study_row(
                 "dataset": row["dataset"],
                 "source": row["source"],
                 "study": row.get("study", ""),
+                "howlow.model": "logged" if model_path.is_file() else "absent",
                 **(tags or {}),
             }
         )
@@ -325,6 +327,8 @@ def log_study_row(
         }
         metrics.update({f"iou.{c}": v for c, v in row["per_class_iou"].items() if v is not None})
         mlflow.log_metrics(metrics)
+        if not model_path.is_file():  # trained in another session: its network is not in this clone
+            return run.info.run_id
         model, mean, std = load_model(model_path)
         example_image = prepared.image(prepared.split("val")[0])
         example = normalise(torch.from_numpy(example_image).permute(2, 0, 1)[None], mean, std).numpy()

@@ -14,13 +14,15 @@ than the clicks alone (`sparse`) or as many random pixels (`random`)? A study fo
                              held-out sequences (not in `study.tuned_on`): results/budget.{json,md}
     propagate                per-image networks replay the clicks (and as many random clicks, the
                              control `random_pseudo`) and label their images at each target's round:
-                             targets/<t>/data/{pseudo,random_pseudo}/ (`howlow study-propagate`)
+                             targets/<t>/data/{pseudo,random_pseudo}/ (`howlow study-propagate`);
+                             their accuracy, results/pseudo_quality.json
     full@<seed>              the reference: full labels of every training image, per seed in `study.seeds`
     train@<source>-<t>-<seed>
                              one data-set network per label source of `study.label_sources`, target
                              and seed, trained with the same recipe `train.*` and scored on the whole
-                             val split: rows/<source>-<t>-<seed>/ (`howlow study-train`)
-    convergence              `full` on the first seed for twice the epochs: rows/full-x2/
+                             val split: rows/<source>-<t>-<seed>.json, the network in
+                             networks/<source>-<t>-<seed>/ (`howlow study-train`)
+    convergence              `full` on the first seed for twice the epochs: rows/full-x2.json
     report                   mean ± std over seeds, % of full, paired differences, the budget, the
                              learning curve: results/
     track                    every row as one MLflow run in experiment `<tracking.experiment>-<folder>`
@@ -29,9 +31,12 @@ than the clicks alone (`sparse`) or as many random pixels (`random`)? A study fo
 (results/external/). The annotations are the study's product: on a fresh clone, `dvc repro` rebuilds
 the pseudo-labels and every training from them without running the Oracle again.
 
-One row per DVC stage, so DVC's lock and run cache skip finished rows when a seed, a target or a
-source is added. The modules here only read and write files: the Oracle is howlow.oracle, the
-data-set network howlow.segmentation.
+One row per DVC stage, so DVC's lock skips finished rows when a seed, a target or a source is added.
+What a later session needs is in git: the annotations, each row's scores and learning curve
+(rows/<name>.json, `cache: false`) and results/. The pseudo-labels (targets/) and the networks
+(networks/) are in DVC's cache only, so a fresh clone lacks them: `dvc repro --allow-missing` skips
+the stages whose only change is that (reports/dataset_level.md). The modules here only read and
+write files: the Oracle is howlow.oracle, the data-set network howlow.segmentation.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ def target_name(target: float) -> str:
 
 
 def row_name(source: str, target: float | None, seed: int) -> str:
-    """rows/<name>: `full-<seed>` (no budget) or `<source>-<target>-<seed>`, as dvc.yaml's keys."""
+    """rows/<name>.json: `full-<seed>` (no budget) or `<source>-<target>-<seed>`, as dvc.yaml's keys."""
     if source == "full":
         return f"full-{seed}"
     assert target is not None, f"label source {source!r} needs a budget target"
@@ -96,7 +101,17 @@ def study_name(root: Path) -> str:
 
 
 def rows_dir(root: Path) -> Path:
+    """rows/<name>.json: a row's scores and learning curve, kept in git (the next session's record)."""
     return root / "rows"
+
+
+def row_path(root: Path, name: str) -> Path:
+    return rows_dir(root) / f"{name}.json"
+
+
+def networks_dir(root: Path) -> Path:
+    """networks/<name>/: a row's trained network and checkpoint (DVC cache; a fresh clone lacks them)."""
+    return root / "networks"
 
 
 def results_dir(root: Path) -> Path:

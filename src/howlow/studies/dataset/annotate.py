@@ -44,7 +44,7 @@ from ...params import Params, ParamsError
 from ...stages import prepare as prepare_stage
 from ...stages.oracle import fingerprint, run_rows, use_runtime
 from ..common import machine
-from . import StudyLayout, oracle_images, oracle_scale_differs, target_name
+from . import StudyLayout, oracle_images, oracle_scale_differs, results_dir, target_name
 from .annotations import (
     INDEX,
     RANDOM_PSEUDO,
@@ -255,7 +255,8 @@ def propagate(params: Params, layout: Layout) -> dict:
     if not all(finished(kind, a["id"]) for a in anns for kind in KINDS):  # a shard's process
         print("[propagate] shard done; the last unsharded run finishes the stage", file=sys.stderr)
         return {"shard": params.runtime.shard}
-    result = {}
+    result: dict = {}
+    quality: dict = {}
     for (kind, t), folder in dirs.items():
         rs = []
         for a in sorted(anns, key=lambda a: a["id"]):
@@ -269,5 +270,8 @@ def propagate(params: Params, layout: Layout) -> dict:
         }
         write_json(folder / "metrics.json", m)  # all of them there: the run is finished
         result[f"{kind}@{t}"] = m["mean_accuracy"]
+        quality.setdefault(t, {})[kind] = {k: v for k, v in m.items() if k != "per_image"}
+    # in git: the report reads it where the pseudo-labels (DVC cache) are absent, as on a fresh clone
+    write_json(results_dir(root) / "pseudo_quality.json", quality)
     shutil.rmtree(out / STAMPS)
     return result

@@ -4,7 +4,7 @@
     howlow study-evaluate -p ../../params.yaml -p params.yaml data.source=/data/my_frames data.layout=segnet
 
 The folder is imported with the study's `data.*` (scale, void id; override them like the source) into
-a temporary folder, each row's network (rows/<name>/<source>.pt) labels its val split, and the same
+a temporary folder, each row's network (networks/<name>/<source>.pt) labels its val split, and the same
 table as the study's report (mean ± std over seeds per source and budget, % of full, paired
 differences) goes to results/external/<folder name>.{json,md}. The classes must be the study's:
 a network can only name the classes it was trained on.
@@ -23,13 +23,20 @@ from ...layout import Layout, project_root
 from ...params import Params
 from ...segmentation.train import evaluate_source
 from ..common import machine
-from . import results_dir, rows_dir, study_name, training_images
+from . import networks_dir, results_dir, study_name, training_images
 from .report import _interval, aggregate, load_rows, paired
 
 
 def run(params: Params, layout: Layout) -> dict:
     root = layout.root
     rows, _ = load_rows(params, root)
+    absent = [networks_dir(root) / r["model"] for r in rows if not (networks_dir(root) / r["model"]).is_file()]
+    if absent:
+        raise DataError(
+            f"{absent[0]}: missing ({len(absent)} of {len(rows)} networks): these rows were trained in another "
+            "session and their networks are not in this clone; pull them from a DVC remote, or retrain them "
+            "with `dvc repro --force <stage>`"
+        )
     study_classes = [c["name"] for c in load_prepared(training_images(root)).classes]
     with tempfile.TemporaryDirectory(prefix="howlow-external-") as tmp:
         prepared = load_prepared(prepare(params, Path(tmp) / "prepared", project_root(root)))
@@ -44,7 +51,7 @@ def run(params: Params, layout: Layout) -> dict:
             raise DataError(f"{params.data.source}: no val images to score (layout {params.data.layout})")
         scored = []
         for i, r in enumerate(rows, 1):
-            model = rows_dir(root) / r["name"] / r["model"]
+            model = networks_dir(root) / r["model"]
             print(f"[study-evaluate {i}/{len(rows)}] {r['name']}", file=sys.stderr, flush=True)
             scored.append({**r, **evaluate_source(prepared, model)})
     rep = {

@@ -26,7 +26,7 @@ from . import (
     budget_sources,
     results_dir,
     row_name,
-    rows_dir,
+    row_path,
     study_name,
     target_name,
     training_images,
@@ -100,7 +100,7 @@ def load_rows(params: Params, root: Path) -> tuple[list[dict], dict | None]:
     names += [row_name(src, t, seed) for src in budget_sources(params) for t in s.targets for seed in s.seeds]
     rows = []
     for name in [*names, CONVERGENCE]:
-        path = rows_dir(root) / name / "row.json"
+        path = row_path(root, name)
         if not path.is_file():
             raise DataError(f"{path}: missing; run the study's stages first (dvc repro)")
         rows.append(read_json(path))
@@ -238,24 +238,26 @@ def budget_markdown(rep: dict) -> list[str]:
 
 
 def pseudo_quality(root: Path, targets: list[float]) -> dict:
-    out = {}
-    for t in map(target_name, targets):
-        paths = {k: root / "targets" / t / "data" / k / "metrics.json" for k in ("pseudo", RANDOM_PSEUDO)}
-        if all(p.is_file() for p in paths.values()):
-            out[t] = {k: {m: v for m, v in read_json(p).items() if m != "per_image"} for k, p in paths.items()}
-    return out
+    """The pseudo-labels' accuracy per target, from stage propagate's results/pseudo_quality.json."""
+    path = results_dir(root) / "pseudo_quality.json"
+    if not path.is_file():
+        return {}
+    quality = read_json(path)
+    return {t: quality[t] for t in map(target_name, targets) if t in quality}
 
 
-def learning_curves(root: Path, params: Params) -> dict[str, list[dict]]:
+def _brief(row: dict) -> dict:
+    """A row as report.json lists it: the learning curve is in rows/<name>.json and the figure."""
+    return {k: v for k, v in row.items() if k not in ("history", "epoch_seconds")}
+
+
+def learning_curves(rows: list[dict]) -> dict[str, list[dict]]:
     """The `full` trainings' histories (val mIoU every train.eval_every epochs, training seconds)."""
-    names = [row_name("full", None, s) for s in params.study.seeds] + [CONVERGENCE]
-    curves = {}
-    for n in names:
-        if (rows_dir(root) / n / "full.json").is_file():
-            seconds = read_json(rows_dir(root) / n / "row.json")["epoch_seconds"]
-            history = read_json(rows_dir(root) / n / "full.json")["history"]
-            curves[n] = [{**h, "seconds": s} for h, s in zip(history, seconds, strict=True)]
-    return curves
+    return {
+        r["name"]: [{**h, "seconds": s} for h, s in zip(r["history"], r["epoch_seconds"], strict=True)]
+        for r in rows
+        if r["source"] == "full"
+    }
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -267,7 +269,7 @@ def run(params: Params, layout: Layout) -> dict:
     for r in rows:
         if r["train_ids"] != train_ids:
             raise DataError(
-                f"{rows_dir(root) / r['name'] / 'row.json'}: trained on {len(r['train_ids'])} images, `full` on "
+                f"{row_path(root, r['name'])}: trained on {len(r['train_ids'])} images, `full` on "
                 f"{len(train_ids)}: every source must train on the same images (annotate every training image)"
             )
     budget = read_json(results_dir(root) / "budget.json")
@@ -329,8 +331,8 @@ def run(params: Params, layout: Layout) -> dict:
         "convergence": convergence,
         "aggregate": agg,
         "paired": paired(rows, s.targets),
-        "rows": rows,
-        "convergence_row": conv,
+        "rows": [_brief(r) for r in rows],
+        "convergence_row": conv and _brief(conv),
     }
     out = results_dir(root)
     write_json(out / "report.json", rep)
@@ -349,7 +351,8 @@ def run(params: Params, layout: Layout) -> dict:
         ],
     )
     dataset_level_figure(study_name(root), agg, out / "report.png")
-    learning_curve_figure(study_name(root), learning_curves(root, params), out / "learning_curve.png")
+    curves = learning_curves([*rows, *([conv] if conv else [])])
+    learning_curve_figure(study_name(root), curves, out / "learning_curve.png")
     metrics = {
         f"{a['source']}@{a['target'] or 'all'}": {
             "miou": round(a["miou_mean"], 5),

@@ -4,8 +4,9 @@ study-convergence`, stage convergence).
 
 dvc.yaml sets the row on the command line: `train.label_sources=[<source>]`, `train.seed=<seed>`
 and `oracle.target_accuracy=<t>`, the target whose Oracle images and labels the row trains on
-(`full` takes the first target's: only its image list, since full labels have no budget). Output
-rows/<name>/: `<source>.pt`, `<source>.json` (howlow.segmentation) and `row.json`, the scores.
+(`full` takes the first target's: only its image list, since full labels have no budget). Outputs:
+rows/<name>.json, the scores and the learning curve (in git), and networks/<name>/: `<source>.pt`,
+`<source>.json` (howlow.segmentation) and, while training, its checkpoint.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from ...params import Params, ParamsError
 from ...segmentation.train import evaluate_source, train_source
 from ...stages.oracle import use_runtime
 from ..common import machine
-from . import CONVERGENCE, budget_sources, row_name, rows_dir, target_layout, training_images
+from . import CONVERGENCE, budget_sources, networks_dir, row_name, row_path, target_layout, training_images
 from .annotations import budget_annotations, reached_fraction
 
 
 def train_row(params: Params, root: Path, source: str, name: str) -> dict:
-    """Train and score one row; rows/<name>/row.json. `full` trains on every training image;
-    the other sources on the annotated ones, with the clicks up to the target's round."""
+    """Train and score one row: rows/<name>.json, the network in networks/<name>/. `full` trains on
+    every training image; the other sources on the annotated ones, with the clicks up to the
+    target's round."""
     use_runtime(params)
     target = params.oracle.target_accuracy
     if target not in params.study.targets:
@@ -35,7 +37,7 @@ def train_row(params: Params, root: Path, source: str, name: str) -> dict:
     prepared = load_prepared(training_images(root))
     annotations = None if source == "full" else budget_annotations(root, target)
     ids = [r["id"] for r in prepared.split("train") if annotations is None or r["id"] in annotations]
-    out = rows_dir(root) / name
+    out = networks_dir(root) / name
     print(f"[study-train {name}] {params.train.epochs} epochs on {len(ids)} images", file=sys.stderr, flush=True)
     info = train_source(params, source, prepared, ids, budget, out, annotations)
     scores = evaluate_source(prepared, out / f"{source}.pt")
@@ -53,12 +55,13 @@ def train_row(params: Params, root: Path, source: str, name: str) -> dict:
         "train_seconds": info["seconds"],  # a study's rows keep their times: the report states them
         "epoch_seconds": info["epoch_seconds"],
         "epochs": info["epochs"],
+        "history": info["history"],  # the learning curve (val mIoU every train.eval_every epochs)
         "oracle_reached_fraction": None if source == "full" else reached_fraction(root, target),
-        "model": f"{source}.pt",
+        "model": f"{name}/{source}.pt",  # under networks/
         "train_ids": ids,
         "machine": machine(),
     }
-    write_json(out / "row.json", row)
+    write_json(row_path(root, name), row)
     print(
         f"[study-train {name}] val mIoU {row['miou']:.4f}, {row['annotated_pct']:.4g} % annotated",
         file=sys.stderr,
@@ -83,7 +86,7 @@ def convergence(params: Params, layout: Layout) -> dict:
     """`full` for twice `train.epochs` (stage convergence); a row marked skipped when
     `study.convergence_check` is off."""
     if not params.study.convergence_check:
-        write_json(rows_dir(layout.root) / CONVERGENCE / "row.json", {"name": CONVERGENCE, "skipped": True})
+        write_json(row_path(layout.root, CONVERGENCE), {"name": CONVERGENCE, "skipped": True})
         return {"skipped": True}
     longer = params.model_copy(
         update={"train": params.train.model_copy(update={"epochs": 2 * params.train.epochs, "label_sources": ["full"]})}

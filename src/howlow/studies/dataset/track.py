@@ -1,8 +1,9 @@
 """`howlow study-track` (stage track): every row of a data-set study as one MLflow run, with its model,
 in experiment `<tracking.experiment>-<study folder>`; results/mlflow.json maps rows to run ids.
 
-A row already logged (same row.json, tagged with its digest) is not logged again, so a study that
-grows by a seed adds only the new seed's runs.
+A row already logged (same rows/<name>.json, tagged with its digest) is not logged again, so a study
+that grows by a seed adds only the new seed's runs. A row trained in another session has its scores
+(in git) but not its network (DVC cache): its run is logged without a model, tagged so.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ...io import read_json, write_json
 from ...layout import Layout
 from ...params import Params
 from ...tracking import log_study_row, logged_study_rows, tracking_uri
-from . import results_dir, rows_dir, study_name, training_images
+from . import networks_dir, results_dir, row_path, study_name, training_images
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -27,13 +28,12 @@ def run(params: Params, layout: Layout) -> dict:
     prepared = load_prepared(training_images(root))
     runs, new = {}, 0
     for row in rows:
-        folder = rows_dir(root) / row["name"]
-        digest = hashlib.sha256((folder / "row.json").read_bytes()).hexdigest()[:16]
+        digest = hashlib.sha256(row_path(root, row["name"]).read_bytes()).hexdigest()[:16]
         if digest not in known:
             known[digest] = log_study_row(
                 params,
                 {**row, "study": study_name(root)},
-                folder / row["model"],
+                networks_dir(root) / row["model"],
                 prepared,
                 experiment,
                 uri,
