@@ -17,11 +17,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import torch
 from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from howlow.data import load_prepared
@@ -37,7 +39,8 @@ prepare_task = task(name="prepare")(prepare.run)
 validate_task = task(name="validate")(validate.run)
 oracle_summary_task = task(name="oracle-summary")(oracle.finish)
 pseudolabel_task = task(name="pseudolabel")(pseudolabel.run)
-train_task = task(name="train")(train.run)
+train_prune_task = task(name="train-prune")(train.prune)
+train_source_task = task(name="train", task_run_name="train-{source}")(train.train_one)
 evaluate_task = task(name="evaluate")(evaluate.run)
 track_task = task(name="track")(track.run)
 
@@ -47,7 +50,18 @@ def oracle_image_task(params: Params, image_id: str, root: str) -> dict:
     # many images share the cores (threads here, or Dask workers): one torch thread per image;
     # an absolute root because a Dask worker's working folder is not the project's
     torch.set_num_threads(1)
-    return oracle.oracle_image(params, image_id, Layout(Path(root)))
+    t0 = time.perf_counter()
+    summary = oracle.oracle_image(params, image_id, Layout(Path(root)))
+    get_run_logger().info(
+        "%s: %d px revealed (%.4f %%), pixel accuracy %.4f%s, %.1f s",
+        image_id,
+        summary["revealed"],
+        summary["revealed_pct"],
+        summary["accuracy"],
+        "" if summary["reached"] else f" (cap reached before {params.oracle.target_accuracy:g})",
+        time.perf_counter() - t0,
+    )
+    return summary
 
 
 def dask_address(params: Params) -> str:
@@ -116,6 +130,36 @@ def dvc_commit() -> str:
     return "outputs recorded in dvc.lock"
 
 
+def budget_markdown(params: Params, metrics: dict, failed: list[str]) -> str:
+    """The run's budget table, as the flow run's Markdown artifact in the Prefect UI."""
+    o = metrics["oracle"]
+    lines = [
+        f"# {params.dataset_name}: {params.oracle.strategy} to {params.oracle.target_accuracy:g} pixel accuracy",
+        "",
+        f"{o['images']} images; mean {o['mean_revealed_pct']:.4f} % of the pixels revealed "
+        f"({o['mean_revealed_px']:.1f} px per image), {100 * o['reached_fraction']:.0f} % reached the target"
+        + (f"; failed: {', '.join(failed)}" if failed else ""),
+        "",
+        "| label source | annotated % | val mIoU | % of full |",
+        "|---|---|---|---|",
+    ]
+    for source, m in metrics["dataset"].items():
+        share = m.get("miou_pct_of_full")
+        lines.append(
+            f"| {source} | {m['annotated_pct']:.4f} | {m['miou']:.4f} | {'' if share is None else f'{share:.1f}'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def on_failure(flow, flow_run, state) -> None:
+    """A failed run leaves a Markdown artifact (its key names the flow run) saying what failed."""
+    create_markdown_artifact(
+        key=f"howlow-failure-{flow_run.name}".lower().replace("_", "-"),
+        markdown=f"# howlow run {flow_run.name} failed\n\n{state.message or state.name}\n",
+        description="why the run failed",
+    )
+
+
 def _overrides(source, layout, strategy, target_accuracy, seed, overrides) -> list[str]:
     named = {
         "data.source": source,
@@ -127,7 +171,7 @@ def _overrides(source, layout, strategy, target_accuracy, seed, overrides) -> li
     return [f"{k}={v}" for k, v in named.items() if v is not None] + list(overrides or [])
 
 
-@flow(name="howlow-pipeline", log_prints=True)
+@flow(name="howlow-pipeline", log_prints=True, on_failure=[on_failure])
 def pipeline(
     params_path: str = "params.yaml",
     source: str | None = None,
@@ -161,9 +205,14 @@ def pipeline(
         100 * totals["reached_fraction"],
     )
     pseudolabel_task(params, where)
-    train_task(params, where)
+    train_prune_task(params, where)
+    for source in params.train.label_sources:
+        train_source_task(params, source, where)
     metrics = evaluate_task(params, where)
     run = track_task(params, where)
+    create_markdown_artifact(
+        key="howlow-budget", markdown=budget_markdown(params, metrics, failed), description="budget and mIoU"
+    )
     if record_in_dvc:
         logger.info(dvc_commit())
     return {

@@ -50,6 +50,12 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
     assert sum(n.startswith("oracle-syn_train_") for n in names) == n_train
     for stage in ("prepare", "validate", "pseudolabel", "train", "evaluate", "track"):
         assert any(n.startswith(stage) for n in names), (stage, names)
+    assert sorted(n for n in names if n.startswith("train-") and not n.startswith("train-prune")) == [
+        "train-full",
+        "train-pseudo",
+        "train-random",
+        "train-sparse",
+    ]  # one task per label source
 
     # MLflow: the parent run with params and metrics, a nested run per image with step metrics, models
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
@@ -82,6 +88,12 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
     assert compare(load_params("params.yaml"), out_dir=tmp_path / "compare") == {"runs": 1}
     table = (tmp_path / "compare" / "budgets.csv").read_text().splitlines()
     assert table[0].startswith("run,dataset,strategy,target") and table[1].startswith(parent.info.run_name)
+    import csv
+
+    (row,) = csv.DictReader(table)
+    for source in ("pseudo", "full", "sparse", "random"):  # what the compare plot's right panel draws
+        assert float(row[f"miou.{source}"]) == pytest.approx(parent.data.metrics[f"{source}.miou"])
+        assert float(row[f"annotated_pct.{source}"]) == pytest.approx(parent.data.metrics[f"{source}.annotated_pct"])
     assert (tmp_path / "compare" / "budgets.png").stat().st_size > 0
 
     # the flow's outputs are recorded by DVC: dvc.lock lists every stage and nothing is stale

@@ -1,6 +1,7 @@
 """One failing image does not sink the others: the whole Prefect flow, on a folder data set where one
 training label is entirely void, completes with that image in `failed_images` (after the task's retries)
-and every other image's results present."""
+and every other image's results present. What the Prefect UI shows of it: per-image logs, the budget
+table as an artifact, a task per label source, and a failure note when a run fails."""
 
 from __future__ import annotations
 
@@ -39,7 +40,15 @@ def write_dataset(root) -> None:
 
 def test_flow_completes_without_the_failing_image(tmp_path, monkeypatch, prefect_server):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+        LogFilter,
+        LogFilterTaskRunId,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
 
     write_dataset(tmp_path / "src")
     write_params(
@@ -86,3 +95,44 @@ def test_flow_completes_without_the_failing_image(tmp_path, monkeypatch, prefect
     assert len(runs) == 1
     assert runs[0].state.is_failed() and runs[0].run_count == 3
     assert "labels/all_void.png: every pixel is void" in runs[0].state.message
+
+    # what a person sees in the Prefect UI: each image's task logs its pixels, accuracy and seconds;
+    # the run's budget table is a Markdown artifact; one training task per label source
+    async def ui_records(flow_run_id):
+        async with get_client() as client:
+            good = await client.read_task_runs(
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[f"oracle-{GOOD[0]}"]))
+            )
+            logs = await client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[good[0].id])))
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+            trains = await client.read_task_runs(
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[f"train-{s}" for s in result["dataset"]]))
+            )
+            return [log.message for log in logs], artifacts, trains
+
+    messages, artifacts, trains = asyncio.run(ui_records(state.state_details.flow_run_id))
+    assert any(m.startswith(f"{GOOD[0]}: ") and "px revealed" in m and "pixel accuracy" in m for m in messages), (
+        messages
+    )
+    (budget,) = [a for a in artifacts if a.key == "howlow-budget"]
+    assert "| label source | annotated % | val mIoU | % of full |" in budget.data
+    assert (
+        f"| pseudo | {result['oracle']['mean_revealed_pct']:.4f} |" in budget.data and "failed: all_void" in budget.data
+    )
+    assert sorted(t.name for t in trains) == sorted(f"train-{s}" for s in result["dataset"])
+    assert all(t.state.is_completed() for t in trains)
+
+    # a run that fails leaves a Markdown artifact saying why (the failure hook)
+    failed = pipeline(record_in_dvc=False, overrides=["data.source=no_such_folder"], return_state=True)
+    assert failed.is_failed()
+
+    async def failure_artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="howlow-failure-"))
+            )
+
+    notes = asyncio.run(failure_artifacts())
+    assert len(notes) == 1 and "no_such_folder" in notes[0].data, [n.data for n in notes]

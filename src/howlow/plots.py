@@ -138,15 +138,31 @@ def dataset_level_figure(dataset: str, agg: list[dict], path: Path) -> None:
 
 
 def compare_figure(rows: list[dict], path: Path) -> None:
-    fig, ax = pyplot().subplots(figsize=(7, 4.5))
+    """Left: the Oracle's budget by target. Right: each label source's data-set val mIoU against its
+    annotated % (log x; one point per run), the comparison the project is about."""
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(12, 4.5))
     for key in dict.fromkeys((r["dataset"], r["strategy"]) for r in rows):
         pts = sorted((r["target"], r["mean_revealed_pct"]) for r in rows if (r["dataset"], r["strategy"]) == key)
         xs, ys = zip(*pts)
-        ax.plot(xs, ys, "o-", label=f"{key[0]} / {key[1]}")
-    ax.set_xlabel("Oracle target pixel accuracy")
-    ax.set_ylabel("mean revealed pixels (% of image)")
-    ax.set_title("Annotation budget by target (all MLflow runs)")
-    ax.legend()
+        left.plot(xs, ys, "o-", label=f"{key[0]} / {key[1]}")
+    left.set_xlabel("Oracle target pixel accuracy")
+    left.set_ylabel("mean revealed pixels (% of image)")
+    left.set_title("Annotation budget by target")
+    left.legend(fontsize=8)
+    sources = dict.fromkeys(
+        k.split(".", 1)[1] for r in rows for k, v in r.items() if k.startswith("miou.") and v is not None
+    )
+    for source in sources:
+        pts = [(r[f"annotated_pct.{source}"], r[f"miou.{source}"]) for r in rows if r.get(f"miou.{source}") is not None]
+        right.plot(*zip(*pts), "o", label=source)
+    right.set_xscale("log")
+    right.set_xlabel("annotated pixels (% of the training images, log)")
+    right.set_ylabel("data-set network val mIoU")
+    right.set_title("What each label source buys (one point per run)")
+    right.grid(alpha=0.3, which="both")
+    if sources:
+        right.legend(fontsize=8)
+    fig.suptitle("All pipeline runs in the MLflow experiment")
     save_figure(fig, path)
 
 

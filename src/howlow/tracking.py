@@ -194,6 +194,7 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
     return out
 
 
+SOURCES = ("full", "pseudo", "confident", "sparse", "random", "random_pseudo")  # the label sources
 COMPARE_COLUMNS = [
     "run",
     "dataset",
@@ -210,7 +211,8 @@ COMPARE_COLUMNS = [
 
 
 def compare(params: Params, out_dir: Path) -> dict:
-    """Print the budget table of every pipeline run in the experiment and plot revealed % vs target."""
+    """Print the budget table of every pipeline run in the experiment; plot revealed % vs target and,
+    what the project exists to show, each label source's data-set val mIoU vs its annotated %."""
     uri = tracking_uri(params)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         # MLflow would create an empty store and report no runs
@@ -241,6 +243,7 @@ def compare(params: Params, out_dir: Path) -> dict:
                 "reached_fraction": m.get("oracle.reached_fraction"),
                 "pseudo_accuracy": m.get("pseudo.mean_accuracy"),
                 "status": r.info.status,
+                **{f"{k}.{s}": m.get(f"{s}.{k}") for s in SOURCES for k in ("annotated_pct", "miou")},
             }
         )
     rows.sort(key=lambda r: (r["dataset"], r["strategy"], r["target"], str(r["seed"])))
@@ -254,7 +257,9 @@ def compare(params: Params, out_dir: Path) -> dict:
             f"{r['run'][:38]:38} {r['target']:6.3f} {r['images']:5d} {r['mean_revealed_pct'] or 0:10.4f} "
             f"{r['mean_revealed_px'] or 0:8.1f} {r['reached_fraction'] or 0:7.2f} {r['pseudo_accuracy'] or 0:10.4f}"
         )
-    write_csv(Path(out_dir) / "budgets.csv", rows, COMPARE_COLUMNS)
+    present = [s for s in SOURCES if any(r[f"miou.{s}"] is not None for r in rows)]
+    columns = COMPARE_COLUMNS + [f"{k}.{s}" for s in present for k in ("annotated_pct", "miou")]
+    write_csv(Path(out_dir) / "budgets.csv", [{k: r[k] for k in columns} for r in rows], columns)
     compare_figure(rows, Path(out_dir) / "budgets.png")
     print(f"table: {out_dir}/budgets.csv, plot: {out_dir}/budgets.png")
     return {"runs": len(rows)}

@@ -18,12 +18,9 @@ from ..segmentation.train import checkpoint_path, train_source
 from .oracle import annotated_ids, use_runtime
 
 
-def run(params: Params, layout: Layout) -> dict:
-    use_runtime(params)
-    prepared = load_prepared(layout.prepared)
-    ids = annotated_ids(layout)
-    sources = params.train.label_sources
-    keep = {checkpoint_path(layout.models, s).name for s in sources}
+def prune(params: Params, layout: Layout) -> None:
+    """Empty models/ but for the checkpoints of `train.label_sources` (a killed run continues)."""
+    keep = {checkpoint_path(layout.models, s).name for s in params.train.label_sources}
     if layout.models.is_dir():
         for path in layout.models.iterdir():
             if path.name in keep:
@@ -32,7 +29,16 @@ def run(params: Params, layout: Layout) -> dict:
                 shutil.rmtree(path)
             else:
                 path.unlink()
-    return {
-        source: train_source(params, source, prepared, ids, layout, timing=layout.logs / "train" / f"{source}.json")
-        for source in sources
-    }
+
+
+def train_one(params: Params, source: str, layout: Layout) -> dict:
+    """One label source's network: models/<source>.{pt,json} (the Prefect flow's task per source)."""
+    use_runtime(params)
+    prepared = load_prepared(layout.prepared)
+    timing = layout.logs / "train" / f"{source}.json"
+    return train_source(params, source, prepared, annotated_ids(layout), layout, timing=timing)
+
+
+def run(params: Params, layout: Layout) -> dict:
+    prune(params, layout)
+    return {source: train_one(params, source, layout) for source in params.train.label_sources}
