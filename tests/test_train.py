@@ -278,3 +278,46 @@ def test_augmentation_moves_image_and_mask_together():
         assert agree.float().mean() > 0.9  # independent geometries would agree about half the time
         flips += int(m[0, 0] == 1 and m[0, -1] == 0)
     assert 0 < flips < 12
+
+
+def test_without_zoom_the_crop_keeps_the_image_scale():
+    """train.zoom [] crops at the image's own scale: every 8x8 crop of a 16x16 ramp is a window of it."""
+    ramp = torch.arange(256, dtype=torch.int64).view(16, 16)
+    image = tv_tensors.Image(torch.stack([ramp.to(torch.uint8)] * 3))
+    transform = augmentation(make_params({"train": {"zoom": []}}), (8, 8))
+    torch.manual_seed(0)
+    for _ in range(6):
+        _, m = transform(image, tv_tensors.Mask(ramp))
+        if m[0, 0] > m[0, -1]:  # flipped back, so the window reads left to right
+            m = m.flip(-1)
+        y, x = divmod(int(m[0, 0]), 16)
+        assert torch.equal(m, ramp[y : y + 8, x : x + 8])
+
+
+def test_median_frequency_weights_favour_rare_classes():
+    """Class 0 fills 31 of the 32 pixels of two images, class 1 one pixel of one image, class 2 none:
+    f = (31/32, 1/16), weights median(f) / f, an absent class weighs 1; void is not counted."""
+    from howlow.segmentation.datasets import class_weights
+
+    a = np.zeros((4, 4), np.uint8)
+    a[0, 0] = 1
+    b = np.zeros((4, 4), np.uint8)
+    c = np.full((4, 4), VOID, np.uint8)
+    params = make_params({"train": {"class_weights": "median_frequency"}})
+    w = class_weights(params, [a, b, c], 3)
+    median = np.median([31 / 32, 1 / 16])
+    assert w.tolist() == pytest.approx([median / (31 / 32), median / (1 / 16), 1.0])
+    assert w[1] > 1 > w[0]
+    assert class_weights(make_params({"train": {"class_weights": "none"}}), [a], 3) is None
+
+
+def test_a_batchnorm_network_saves_and_loads_as_trained(tmp_path, one_thread):
+    """train.norm batch: the saved network rebuilds with BatchNorm and scores as in training."""
+    from howlow.segmentation.train import evaluate_source, load_model
+
+    params, layout, prepared, ids = tiny_project(tmp_path, {"train": {"norm": "batch", "eval_every": 3}})
+    info = train_source(params, "full", prepared, ids, layout)
+    model, _, _ = load_model(layout.models / "full.pt")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) and not model.training
+    scored = evaluate_source(prepared, layout.models / "full.pt")
+    assert scored["miou"] == pytest.approx(info["history"][-1]["val_miou"])

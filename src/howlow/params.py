@@ -123,7 +123,13 @@ class TrainParams(_Group):
     # training crop [height, width]; [] = the smallest training image (rounded down to a multiple of 8)
     crop: list[int]
     lr: float = Field(gt=0)
-    augment: bool
+    augment: bool  # a random crop and a horizontal flip; off: a plain crop
+    # the crop's zoom: RandomResizedCrop's area range [min, max]; [] = crops at the image's own scale
+    zoom: list[float]
+    norm: Literal["group", "batch"]  # the U-Net blocks' normalisation
+    # per-class loss weights from each source's own labels: none, or median_frequency (SegNet's
+    # balancing: rare classes such as poles and signs weigh more)
+    class_weights: Literal["none", "median_frequency"]
     seed: int
     # label source `confident`: pseudo-labels whose per-image network confidence (max softmax) is at
     # least this; the other pixels are left unlabelled
@@ -137,6 +143,8 @@ class TrainParams(_Group):
         _distinct("train.label_sources", self.label_sources)
         if self.crop and (len(self.crop) != 2 or min(self.crop) < 8):
             raise ValueError("train.crop must be [] or [height, width], each >= 8")
+        if self.zoom and (len(self.zoom) != 2 or not 0 < self.zoom[0] <= self.zoom[1] <= 1):
+            raise ValueError("train.zoom must be [] or [min, max] with 0 < min <= max <= 1")
         return self
 
 

@@ -116,9 +116,32 @@ def crop_size(params: Params, prepared: Prepared, ids: list[str]) -> tuple[int, 
 
 def augmentation(params: Params, size: tuple[int, int]) -> v2.Transform:
     # image and mask get the same geometry; the mask is resampled nearest and padded with void
-    if params.train.augment:
-        return v2.Compose([v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip()])
-    return v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: VOID})
+    t = params.train
+    crop = v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: VOID})
+    if not t.augment:
+        return crop
+    if t.zoom:
+        crop = v2.RandomResizedCrop(size, scale=(t.zoom[0], t.zoom[1]), antialias=True)
+    return v2.Compose([crop, v2.RandomHorizontalFlip()])
+
+
+def class_weights(params: Params, targets: list[np.ndarray], n_classes: int) -> torch.Tensor | None:
+    """The loss's per-class weights from a source's own labels (`train.class_weights`): median
+    frequency balancing, weight = median(f) / f_c with f_c a class's pixels over the pixels of the
+    images it appears in; a class absent from the labels weighs 1. None: unweighted."""
+    if params.train.class_weights == "none":
+        return None
+    count, seen = np.zeros(n_classes), np.zeros(n_classes)
+    for target in targets:
+        valid = target[target != VOID]
+        c = np.bincount(valid, minlength=n_classes)[:n_classes]
+        count += c
+        seen += (c > 0) * valid.size
+    present = count > 0
+    freq = np.where(present, count / np.maximum(seen, 1), 0.0)
+    weights = np.ones(n_classes)
+    weights[present] = np.median(freq[present]) / freq[present]
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ from .datasets import (
     SourceData,
     annotated_pixels,
     augmentation,
+    class_weights,
     crop_size,
     label_map,
     normalise,
@@ -125,9 +126,10 @@ def train_source(
     key = fingerprint(params, source, data, prepared.n_classes)
     device = torch.device(params.runtime.device)
 
-    model = build_model(t.model, 3, prepared.n_classes, t.width, t.depth, torch.Generator().manual_seed(t.seed))
+    model = build_model(t.model, 3, prepared.n_classes, t.width, t.depth, torch.Generator().manual_seed(t.seed), t.norm)
     model.to(device)
-    criterion = nn.CrossEntropyLoss(ignore_index=VOID)
+    weights = class_weights(params, data.targets, prepared.n_classes)
+    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), ignore_index=VOID)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
     train_set = SegmentationDataset(
         data.images, data.targets, data.mean, data.std, augmentation(params, crop_size(params, prepared, ids))
@@ -203,6 +205,7 @@ def train_source(
             "model": t.model,
             "width": t.width,
             "depth": t.depth,
+            "norm": t.norm,
             "n_classes": prepared.n_classes,
             "mean": data.mean,
             "std": data.std,
@@ -231,7 +234,8 @@ def train_source(
 
 def load_model(path: Path) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     ckpt = torch.load(path, weights_only=True)
-    model = build_model(ckpt["model"], 3, ckpt["n_classes"], ckpt["width"], ckpt["depth"], torch.Generator())
+    norm = ckpt.get("norm", "group")  # networks saved before train.norm existed are GroupNorm
+    model = build_model(ckpt["model"], 3, ckpt["n_classes"], ckpt["width"], ckpt["depth"], torch.Generator(), norm)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt["mean"], ckpt["std"]
 

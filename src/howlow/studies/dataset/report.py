@@ -108,6 +108,13 @@ def load_rows(params: Params, root: Path) -> tuple[list[dict], dict | None]:
     return rows, None if conv.get("skipped") else conv
 
 
+def augment_text(setup: dict) -> str:
+    if not setup["augment"]:
+        return "no augmentation (a plain crop)"
+    zoom = setup.get("zoom", [0.35, 1.0])  # reports made before train.zoom had this zoom
+    return f"random crop zoomed to {zoom[0]:g}-{zoom[1]:g} of the area + flip" if zoom else "random crop + flip"
+
+
 def oracle_text(params: Params) -> str:
     o = params.oracle
     return (
@@ -138,10 +145,10 @@ def markdown(rep: dict) -> str:
         f"- Data: {rep['dataset']} at scale {s['scale']}; {len(rep['frames']['train'])} training images "
         f"({s['train_size']}; {by_sequence(rep['frames']['train'])}); {len(rep['frames']['val'])} val images "
         f"({by_sequence(rep['frames']['val'])}); the ids are in report.json.",
-        f"- Network: {s['model']} width {s['width']} depth {s['depth']}, from scratch, {s['epochs']} epochs of "
-        f"batches of {s['batch_size']} crops {s['crop']}, Adam + one-cycle lr {s['lr']}, augmentation "
-        f"{'RandomResizedCrop + flip' if s['augment'] else 'crop only'}; `confident` keeps pseudo-labels "
-        f"at least {s['confidence']} sure.",
+        f"- Network: {s['model']} width {s['width']} depth {s['depth']} ({s.get('norm', 'group')} norm), from "
+        f"scratch, {s['epochs']} epochs of batches of {s['batch_size']} crops {s['crop']}, Adam + one-cycle lr "
+        f"{s['lr']}, {augment_text(s)}; class weights {s.get('class_weights', 'none')} (from each source's own "
+        f"labels); `confident` keeps pseudo-labels at least {s['confidence']} sure.",
         f"- Oracle: {s['oracle']}, annotating at scale {s['oracle_scale']}; budgets are the Oracle targets "
         f"{s['targets']}; seeds {s['seeds']}.",
         f"- Machine: {'; '.join(rep['machines'])} (rows trained there; report {rep['date']}).",
@@ -311,6 +318,9 @@ def run(params: Params, layout: Layout) -> dict:
             "batch_size": t.batch_size,
             "lr": t.lr,
             "augment": t.augment,
+            "zoom": t.zoom,
+            "norm": t.norm,
+            "class_weights": t.class_weights,
             "confidence": t.confidence,
             "targets": s.targets,
             "seeds": s.seeds,
