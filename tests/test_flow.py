@@ -70,6 +70,21 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
     )
     assert len(children) == n_train
+    # provenance: the code (git commit) and the data set (an MLflow dataset input with its digest)
+    import subprocess
+
+    from howlow.tracking import dataset_digest
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    assert parent.data.tags["mlflow.source.git.commit"] == head
+    experiment = mlflow.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
+    (used,) = parent.inputs.dataset_inputs
+    assert used.dataset.name == "synthetic" and used.dataset.digest == dataset_digest(project / "data/prepared")
+    # each image run carries the parent's budget keys, so it can be filtered on its own
+    assert {(c.data.tags["strategy"], c.data.tags["target"], c.data.tags["seed"]) for c in children} == {
+        ("error_center", "0.9", "0")
+    }
     client = mlflow.MlflowClient()
     for child in children:
         stored = json.loads((project / "data/oracle" / f"{child.data.params['image']}.json").read_text())

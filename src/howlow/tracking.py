@@ -10,10 +10,13 @@ Logging reads the stage outputs that DVC tracks, so the store can always be rebu
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
+import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from .layout import Layout, project_root
 from .params import Params, flatten
 from .plots import compare_figure
 
+EXPERIMENT_KIND = "mlflow.experimentKind"  # the tag MLflow 3's UI reads to choose an experiment's first page
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1"]  # skips MLflow's slow requirement inference
 
 
@@ -54,11 +58,47 @@ def run_name(params: Params) -> str:
     return f"{params.dataset_name}-{o.strategy}-t{o.target_accuracy:g}-s{o.seed}"
 
 
+def git_commit(root: Path) -> str | None:
+    """The commit checked out in `root` (None outside git): the run's code, as MLflow's UI shows it."""
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def dataset_digest(prepared_dir: Path) -> str:
+    """A digest of the prepared data set (every file's path and bytes): equal digests, equal data."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(prepared_dir).rglob("*") if p.is_file()):
+        h.update(path.relative_to(prepared_dir).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _provenance(mlflow, params: Params, prepared_dir: Path) -> None:
+    """The active run's data set (an MLflow dataset input with its digest) and git commit."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # a local folder matches two equivalent source types
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str(Path(prepared_dir).resolve()))
+    dataset = MetaDataset(source, name=params.dataset_name, digest=dataset_digest(prepared_dir))  # type: ignore[abstract]  # concrete at runtime
+    mlflow.log_input(dataset, context="training")
+    if commit := git_commit(project_root()):
+        mlflow.set_tag("mlflow.source.git.commit", commit)
+
+
+def use_experiment(mlflow, name: str) -> None:
+    """Make `name` the active experiment, marked as model training: MLflow 3's UI then opens it on
+    its runs table, not on the GenAI overview (traces) it shows an unmarked experiment."""
+    experiment = mlflow.set_experiment(name)
+    if experiment.tags.get(EXPERIMENT_KIND) != "custom_model_development":
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, "custom_model_development")
+
+
 def _setup(params: Params):
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(params))
-    mlflow.set_experiment(params.tracking.experiment)
+    use_experiment(mlflow, params.tracking.experiment)
     return mlflow
 
 
@@ -133,6 +173,7 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
             }
         )
         mlflow.log_params(flatten(params.to_dict()))
+        _provenance(mlflow, params, layout.prepared)
         flat = {f"oracle.{k}": v for k, v in metrics["oracle"].items()}
         flat.update({f"pseudo.{k}": v for k, v in metrics["pseudo"].items()})
         for source, m in metrics["dataset"].items():
@@ -168,7 +209,16 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
                         Param("reached", str(result["summary"]["reached"])),
                     ],
                 )
-                mlflow.set_tags({"howlow.kind": "image", "dataset": params.dataset_name})
+                # the parent's budget keys, so image runs can be filtered and compared across runs
+                mlflow.set_tags(
+                    {
+                        "howlow.kind": "image",
+                        "dataset": params.dataset_name,
+                        "strategy": params.oracle.strategy,
+                        "target": f"{params.oracle.target_accuracy:g}",
+                        "seed": str(params.oracle.seed),
+                    }
+                )
             if i % 50 == 0:
                 print(f"[track] {i}/{len(summaries)} image runs", file=sys.stderr, flush=True)
         mlflow.log_artifacts(str(Path(eval_dir) / "figures"), artifact_path="figures")
@@ -290,7 +340,7 @@ def log_study_row(
 
     logging.getLogger("torch._export").setLevel(logging.ERROR)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    use_experiment(mlflow, experiment)
     with mlflow.start_run(run_name=row["name"]) as run:
         mlflow.set_tags(
             {
@@ -319,6 +369,7 @@ def log_study_row(
                 "images": row["images"],
             }
         )
+        _provenance(mlflow, params, prepared.root)
         metrics = {
             k: float(row[k])
             for k in (
