@@ -95,6 +95,11 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
     assert {m.name for m in models} == {"dataset-pseudo", "dataset-full", "dataset-sparse", "dataset-random"}
     loaded = mlflow.pytorch.load_model(f"models:/{models[0].model_id}")
     assert loaded is not None
+    # each source's network is a registered model whose alias `current` is this run's version
+    for source in ("pseudo", "full", "sparse", "random"):
+        version = client.get_model_version_by_alias(f"howlow-synthetic-{source}", "current")
+        assert version.run_id == parent.info.run_id
+    assert mlflow.pytorch.load_model("models:/howlow-synthetic-pseudo@current") is not None
 
     # `howlow compare` reads the same store: the budget table and its plot
     from howlow.params import load_params

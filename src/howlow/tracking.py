@@ -94,6 +94,11 @@ def use_experiment(mlflow, name: str) -> None:
         mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, "custom_model_development")
 
 
+def registered_model(params: Params, source: str) -> str:
+    """The registered model of a label source's data-set network; a version per pipeline run."""
+    return f"howlow-{params.dataset_name}-{source}"
+
+
 def _setup(params: Params):
     import mlflow
 
@@ -229,8 +234,16 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
             model, mean, std = load_model(Path(models_dir) / f"{source}.pt")
             # pt2 (torch.export) format: safe to load, traced on a normalised val image
             example = normalise(torch.from_numpy(example_image).permute(2, 0, 1)[None], mean, std).numpy()
-            mlflow.pytorch.log_model(
-                model, name=f"dataset-{source}", input_example=example, pip_requirements=PIP_REQUIREMENTS
+            info = mlflow.pytorch.log_model(
+                model,
+                name=f"dataset-{source}",
+                input_example=example,
+                pip_requirements=PIP_REQUIREMENTS,
+                registered_model_name=registered_model(params, source),
+            )
+            # the alias follows the latest pipeline run: models:/howlow-<dataset>-<source>@current
+            client.set_registered_model_alias(
+                registered_model(params, source), "current", str(info.registered_model_version)
             )
         run_id = parent.info.run_id
     out = {
