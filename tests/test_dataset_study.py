@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -193,6 +194,16 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
     ).stdout
     stale = {name.split(":")[-1] for name in json.loads(status)}
     assert stale == {"full@2", "report"} | {f"train@{s}-0.9-2" for s in sources}, stale
+
+    # scripts/run_rows.py trains the missing rows two at a time and records each in dvc.lock
+    script = [sys.executable, str(ROOT / "scripts" / "run_rows.py"), "studies/dataset_tiny", "--jobs", "2"]
+    out = run(script, project, env).stdout
+    assert "5 of 5 rows trained and recorded" in out, out
+    for name in ["full-2", *(f"{s}-0.9-2" for s in sources)]:
+        assert json.loads((study / "rows" / f"{name}.json").read_text())["seed"] == 2
+    status = run(["dvc", "status", "--json", "studies/dataset_tiny/dvc.yaml"], project, env).stdout
+    assert {name.split(":")[-1] for name in json.loads(status)} == {"report", "track"}
+    assert "0 missing rows" in run([*script, "--dry"], project, env).stdout
 
 
 @pytest.mark.slow
