@@ -155,19 +155,21 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
     assert "Running stage" not in again, again
     assert len(mlflow.search_runs(experiment_names=["howlow-dataset_tiny"], output_format="list")) == len(runs)
 
-    # a fresh clone holds the annotations, the rows and results (git) but no DVC cache: with
-    # --allow-missing nothing trains again; the pseudo-labels rebuilt from the annotations (the
-    # Oracle does not run again) are the same bytes
+    # a fresh clone holds the annotations, the pseudo-labels, the rows and results (git) but no DVC
+    # cache: with --allow-missing nothing trains again; the pseudo-labels rebuilt from the
+    # annotations (the Oracle does not run again) are the same bytes
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "study results"], project, env)
     tracked = run(["git", "ls-files", "studies/dataset_tiny"], project, env).stdout.split()
     assert {f"studies/dataset_tiny/rows/{n}.json" for n in names} <= set(tracked)
     assert not [f for f in tracked if "/networks/" in f and not f.endswith(".gitignore")]
+    assert any(f.endswith(".png") and "/targets/0.9/data/pseudo/" in f for f in tracked)
+    assert not [f for f in tracked if f.endswith("_conf.png")]  # confidence maps only for `confident`
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path, env)
     fresh = _repro(clone, env, "dataset_tiny", "--allow-missing")
     assert "Running stage" not in fresh, fresh
-    rebuilt = run(["dvc", "repro", "studies/dataset_tiny/dvc.yaml:propagate"], clone, env).stdout
+    rebuilt = run(["dvc", "repro", "-f", "-s", "studies/dataset_tiny/dvc.yaml:propagate"], clone, env).stdout
     assert "Running stage 'studies/dataset_tiny/dvc.yaml:annotate'" not in rebuilt
     assert "Running stage 'studies/dataset_tiny/dvc.yaml:propagate'" in rebuilt
     for png in sorted((study / "targets").rglob("*.png")):
@@ -214,7 +216,7 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread, monkeypatch
     resumes to the same bytes."""
     from howlow.layout import Layout
     from howlow.stages import prepare
-    from howlow.studies.dataset import annotate, annotations, rows
+    from howlow.studies.dataset import annotate, annotations, propagate, rows
 
     (tmp_path / ".dvc").mkdir()  # the project root, where a relative data.source is read
     params = make_params(
@@ -223,7 +225,12 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread, monkeypatch
             "data": {**TINY_STUDY["data"], "scale": 0.5},
             "oracle": {"target_accuracy": 0.9, "steps_per_round": 30},
             "train": {**TINY_STUDY["train"], "crop": [16, 24], "epochs": 1},
-            "study": {**TINY_STUDY["study"], "targets": [0.8, 0.9], "oracle_scale": 1.0},
+            "study": {
+                **TINY_STUDY["study"],
+                "targets": [0.8, 0.9],
+                "oracle_scale": 1.0,
+                "label_sources": ["pseudo", "confident", "random_pseudo", "sparse", "random"],
+            },
         }
     )
     layout = Layout(tmp_path)
@@ -231,12 +238,12 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread, monkeypatch
     annotate.prepare_oracle(params, layout)
     annotate.annotate(params, layout)
     annotate.budget(params, layout)
-    annotate.propagate(params, layout)
+    propagate.propagate(params, layout)
     whole = {p: p.read_bytes() for p in sorted((tmp_path / "targets").rglob("*")) if p.is_file()}
-    assert not (tmp_path / "targets" / annotate.STAMPS).exists()
+    assert not (tmp_path / "targets" / propagate.STAMPS).exists()
 
     # killed after two of its six image runs, propagate resumes from them: the same bytes as one run
-    real = annotate.propagate_clicks
+    real = propagate.propagate_clicks
 
     def killed_after_two(items, *args):
         calls = iter(range(3))
@@ -249,12 +256,12 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread, monkeypatch
         real(items, *args[:-1], done)
 
     (tmp_path / "targets/0.8/data/pseudo/metrics.json").unlink()  # as if never finished
-    monkeypatch.setattr(annotate, "propagate_clicks", killed_after_two)
+    monkeypatch.setattr(propagate, "propagate_clicks", killed_after_two)
     with pytest.raises(KeyboardInterrupt):
-        annotate.propagate(params, layout)
-    monkeypatch.setattr(annotate, "propagate_clicks", real)
+        propagate.propagate(params, layout)
+    monkeypatch.setattr(propagate, "propagate_clicks", real)
     capsys.readouterr()
-    annotate.propagate(params, layout)
+    propagate.propagate(params, layout)
     assert "[propagate] 2 of 6 done before" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in sorted((tmp_path / "targets").rglob("*")) if p.is_file()} == whole
 
@@ -265,7 +272,8 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread, monkeypatch
         assert low["round"] <= top["round"] and low["clicks"] <= top["clicks"] == len(a["clicks"])
     revealed = sum(a["targets"]["0.9"]["clicks"] for a in anns)
     assert (tmp_path / "targets/0.8/data/random_pseudo" / f"{anns[0]['id']}.png").is_file()
-    for source in ("pseudo", "random_pseudo", "sparse", "random"):
+    assert (tmp_path / "targets/0.8/data/pseudo" / f"{anns[0]['id']}_conf.png").is_file()  # `confident` trains
+    for source in ("pseudo", "confident", "random_pseudo", "sparse", "random"):
         p = params.model_copy(update={"train": params.train.model_copy(update={"label_sources": [source]})})
         row = rows.train(p, layout)
         assert row["name"] == f"{source}-0.9-0" and row["annotated_pixels"] == revealed

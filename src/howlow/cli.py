@@ -48,7 +48,7 @@ COMMANDS = {
         "data-set study: the per-image budget per target and sequence, from the annotations there are (budget)",
     ),
     "study-propagate": (
-        "howlow.studies.dataset.annotate:propagate",
+        "howlow.studies.dataset.propagate:propagate",
         "data-set study: pseudo-labels per target from the clicks and from random clicks (propagate)",
     ),
     "study-train": (
