@@ -77,6 +77,22 @@ def test_paired_differences_pair_by_seed_at_each_budget():
     rnd = d[0.95, "pseudo - random"]  # 0.07, 0.06, 0.05
     half = 2.0 * 0.01 * 4.302653 / 2 / np.sqrt(3)  # t(0.975, 2) x sd / sqrt(n), sd = 0.01
     assert rnd["mean"] == pytest.approx(0.06) and rnd["ci95"] == pytest.approx([0.06 - half, 0.06 + half])
+    # a study under way: a seed one source lacks is left out of that pair only
+    part = [r for r in rows if not (r["source"] == "random" and r["target"] == 0.95 and r["seed"] == 2)]
+    d = {(x["target"], x["comparison"]): x for x in paired(part, [0.9, 0.95])}
+    assert d[0.95, "pseudo - random"]["seeds"] == [0, 1] and d[0.95, "pseudo - random"]["mean"] == pytest.approx(0.065)
+    assert d[0.95, "pseudo - full"]["n"] == 3
+
+
+def test_load_rows_reports_a_study_under_way(tmp_path):
+    from howlow.io import write_json
+
+    params = make_params({"study": {"targets": [0.9], "seeds": [0, 1], "label_sources": ["pseudo", "random"]}})
+    for name in ("full-0", "full-1", "pseudo-0.9-0"):
+        write_json(tmp_path / "rows" / f"{name}.json", {"name": name, "source": name.split("-")[0]})
+    rows, conv, missing = load_rows(params, tmp_path)
+    assert [r["name"] for r in rows] == ["full-0", "full-1", "pseudo-0.9-0"] and conv is None
+    assert missing == ["pseudo-0.9-1", "random-0.9-0", "random-0.9-1", "full-x2"]
 
 
 def test_names_follow_dvc_matrix_keys_and_full_is_not_a_budget_source(tmp_path):

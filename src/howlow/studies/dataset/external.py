@@ -29,7 +29,7 @@ from .report import _interval, aggregate, load_rows, paired
 
 def run(params: Params, layout: Layout) -> dict:
     root = layout.root
-    rows, _ = load_rows(params, root)
+    rows, _, _ = load_rows(params, root)  # the rows there are
     absent = [networks_dir(root) / r["model"] for r in rows if not (networks_dir(root) / r["model"]).is_file()]
     if absent:
         raise DataError(
@@ -89,6 +89,9 @@ def markdown(rep: dict) -> str:
             f"{a['miou_std']:.3f} | {pct} | {a['pixel_accuracy_mean']:.3f} |"
         )
     if rep["paired"]:
-        lines += ["", "| Oracle target | comparison | mean | 95 % interval |", "|---|---|---|---|"]
-        lines += [f"| {d['target']} | {d['comparison']} | {d['mean']:+.3f} | {_interval(d)} |" for d in rep["paired"]]
+        lines += ["", "| Oracle target | comparison | seeds | mean | 95 % interval |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {d['target']} | {d['comparison']} | {d['n']} | {d['mean']:+.3f} | {_interval(d)} |"
+            for d in rep["paired"]
+        ]
     return "\n".join(lines) + "\n"

@@ -75,37 +75,43 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 
 def paired(rows: list[dict], targets: list[float]) -> list[dict]:
-    """Per target: val mIoU of pseudo minus random, sparse and full, paired by seed (mean and 95 %
-    t interval over seeds); only for the sources the study trained."""
+    """Per target: val mIoU of pseudo minus random, random_pseudo, sparse and full, paired by seed
+    (mean and 95 % t interval over the seeds both have); only for the sources the study trained."""
     by = {(r["source"], r["target"], r["seed"]): r["miou"] for r in rows}
     seeds = sorted({r["seed"] for r in rows})
     out = []
     for target in targets:
-        if ("pseudo", target, seeds[0]) not in by:
-            continue
         for other in CLAIM:
             key = None if other == "full" else target
-            if (other, key, seeds[0]) not in by:
+            both = [s for s in seeds if ("pseudo", target, s) in by and (other, key, s) in by]
+            if not both:
                 continue
-            d = paired_difference([by["pseudo", target, s] for s in seeds], [by[other, key, s] for s in seeds])
-            out.append({"target": target, "comparison": f"pseudo - {other}", **d})
+            d = paired_difference([by["pseudo", target, s] for s in both], [by[other, key, s] for s in both])
+            out.append({"target": target, "comparison": f"pseudo - {other}", "seeds": both, **d})
     return out
 
 
-def load_rows(params: Params, root: Path) -> tuple[list[dict], dict | None]:
-    """The rows of the current params (rows/ may also hold rows of seeds or targets since removed)
-    and the convergence row (None when skipped)."""
+def load_rows(params: Params, root: Path) -> tuple[list[dict], dict | None, list[str]]:
+    """The rows of the current params there are (rows/ may also hold rows of seeds or targets since
+    removed), the convergence row (None when skipped or not trained yet) and the names of the rows
+    not trained yet: a study under way is reported as far as it has got, and says what is missing."""
     s = params.study
     names = [row_name("full", None, seed) for seed in s.seeds]
     names += [row_name(src, t, seed) for src in budget_sources(params) for t in s.targets for seed in s.seeds]
-    rows = []
-    for name in [*names, CONVERGENCE]:
+    rows, missing = [], []
+    for name in names:
         path = row_path(root, name)
-        if not path.is_file():
-            raise DataError(f"{path}: missing; run the study's stages first (dvc repro)")
-        rows.append(read_json(path))
-    conv = rows.pop()
-    return rows, None if conv.get("skipped") else conv
+        if path.is_file():
+            rows.append(read_json(path))
+        else:
+            missing.append(name)
+    if not rows or rows[0]["source"] != "full":
+        raise DataError(f"{row_path(root, names[0])}: missing; every row is compared with it (dvc repro trains it)")
+    conv_path = row_path(root, CONVERGENCE)
+    conv = read_json(conv_path) if conv_path.is_file() else None
+    if conv is None and s.convergence_check:
+        missing.append(CONVERGENCE)
+    return rows, None if conv is None or conv.get("skipped") else conv, missing
 
 
 def augment_text(setup: dict) -> str:
@@ -153,6 +159,11 @@ def markdown(rep: dict) -> str:
         f"{s['targets']}; seeds {s['seeds']}.",
         f"- Machine: {'; '.join(rep['machines'])} (rows trained there; report {rep['date']}).",
     ]
+    if rep.get("missing"):
+        lines.append(
+            f"- **Under way:** {len(rep['rows'])} rows trained, {len(rep['missing'])} not yet "
+            f"({', '.join(rep['missing'])}); every mean below is over the seeds there are."
+        )
     c = rep["convergence"]
     if c:
         lines.append(
@@ -176,13 +187,16 @@ def markdown(rep: dict) -> str:
     if rep["paired"]:
         lines += [
             "",
-            "The claim, paired by seed (val mIoU difference, mean and 95 % t interval over "
-            f"{rep['paired'][0]['n']} seeds; an interval without 0 is a difference these seeds resolve):",
+            "The claim, paired by seed (val mIoU difference, mean and 95 % t interval over the seeds "
+            "both sources have; an interval without 0 is a difference these seeds resolve):",
             "",
-            "| Oracle target | comparison | mean | 95 % interval |",
-            "|---|---|---|---|",
+            "| Oracle target | comparison | seeds | mean | 95 % interval |",
+            "|---|---|---|---|---|",
         ]
-        lines += [f"| {d['target']} | {d['comparison']} | {d['mean']:+.3f} | {_interval(d)} |" for d in rep["paired"]]
+        lines += [
+            f"| {d['target']} | {d['comparison']} | {d['n']} | {d['mean']:+.3f} | {_interval(d)} |"
+            for d in rep["paired"]
+        ]
     classes = list(rep["aggregate"][0]["per_class_iou_mean"])
     lines += [
         "",
@@ -269,7 +283,7 @@ def learning_curves(rows: list[dict]) -> dict[str, list[dict]]:
 
 def run(params: Params, layout: Layout) -> dict:
     root = layout.root
-    rows, conv = load_rows(params, root)
+    rows, conv, missing = load_rows(params, root)
     s, t = params.study, params.train
     prepared = load_prepared(training_images(root))
     train_ids = rows[0]["train_ids"]  # full, first seed: every training image
@@ -342,6 +356,7 @@ def run(params: Params, layout: Layout) -> dict:
         "aggregate": agg,
         "paired": paired(rows, s.targets),
         "rows": [_brief(r) for r in rows],
+        "missing": missing,
         "convergence_row": conv and _brief(conv),
     }
     out = results_dir(root)
