@@ -2,9 +2,11 @@
 
     python scripts/run_rows.py studies/dataset_camvid --jobs 2             # every missing row
     python scripts/run_rows.py studies/dataset_camvid --only full@ --dry   # list what would run
+    python scripts/run_rows.py studies/dataset_camvid --only 'train@*-0.95-*' --jobs 2  # one budget
 
 DVC runs stages one after another; this runs N rows at once, one torch thread each, so that rows
-keep every core busy. A row is missing when its rows/<name>.json is absent. Each runs its
+keep every core busy. Rows run seed by seed (every source of seed 0, then of seed 1, ...), so a
+batch stopped early leaves whole seeds, which pair. A row is missing when its rows/<name>.json is absent. Each runs its
 stage's own command from dvc.yaml (plus `runtime.threads=1`), its output going to
 logs/rows/<name>.log in the study, and `dvc commit -f <stage>` records it as soon as it ends, so a
 killed batch keeps every finished row. Rows whose params or code changed are not missing: `dvc
@@ -15,6 +17,7 @@ repro` retrains those. Rows of a budget source need the pseudo-labels: run the s
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import subprocess
 import sys
@@ -42,17 +45,31 @@ def missing_rows(study: Path) -> list[tuple[str, str, Path, str]]:
     return found
 
 
+def seed_of(name: str) -> int:
+    """The training seed a row name ends with (full-3, pseudo-0.95-3); -1 for others (full-x2)."""
+    last = name.rsplit("-", 1)[-1]
+    return int(last) if last.isdigit() else -1
+
+
+def selected(stage: str, only: str) -> bool:
+    """--only: a stage-name prefix (full@), or a glob when it has wildcards (train@*-0.95-*)."""
+    return fnmatch.fnmatchcase(stage, only if any(c in only for c in "*?[") else only + "*")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("study", type=Path, help="the study folder (holds dvc.yaml)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="rows at a time (default: cores)")
-    ap.add_argument("--only", default="", help="only stages whose name starts with this (e.g. full@)")
+    ap.add_argument(
+        "--only", default="", help="only stages whose name starts with this (full@) or matches it ('train@*-0.95-*')"
+    )
     ap.add_argument("--dry", action="store_true", help="list the missing rows and stop")
     args = ap.parse_args(argv)
     if not (args.study / "dvc.yaml").is_file():
         print(f"run_rows: error: {args.study / 'dvc.yaml'}: not found (give a study folder)", file=sys.stderr)
         return 2
-    todo = [r for r in missing_rows(args.study) if r[0].split(":")[-1].startswith(args.only)]
+    todo = [r for r in missing_rows(args.study) if selected(r[0].split(":")[-1], args.only)]
+    todo.sort(key=lambda r: seed_of(r[3]))  # stable: the stage order within a seed
     print(f"[run_rows] {len(todo)} missing rows, {args.jobs} at a time", flush=True)
     if args.dry:
         for address, cmd, _, _ in todo:
