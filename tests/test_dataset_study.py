@@ -17,7 +17,7 @@ from conftest import ROOT, make_params, project_env, run
 from howlow.io import DataError
 from howlow.params import ParamsError
 from howlow.studies.dataset import budget_sources, row_name, target_name
-from howlow.studies.dataset.report import aggregate, load_rows, paired
+from howlow.studies.dataset.report import aggregate, load_rows, missing_text, paired
 
 # The embedded scenes at their smallest: 3 training and 2 val images of 48x64, one target, two
 # seeds, 3 epochs of a width-4 U-Net (the project fixture's params.yaml already holds conftest.TINY).
@@ -93,6 +93,7 @@ def test_load_rows_reports_a_study_under_way(tmp_path):
     rows, conv, missing = load_rows(params, tmp_path)
     assert [r["name"] for r in rows] == ["full-0", "full-1", "pseudo-0.9-0"] and conv is None
     assert missing == ["pseudo-0.9-1", "random-0.9-0", "random-0.9-1", "full-x2"]
+    assert missing_text(missing) == "pseudo-0.9 seeds 1; random-0.9 seeds 0, 1; full-x2"
 
 
 def test_names_follow_dvc_matrix_keys_and_full_is_not_a_budget_source(tmp_path):

@@ -137,6 +137,16 @@ def _interval(d: dict) -> str:
     return "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
 
 
+def missing_text(names: list[str]) -> str:
+    """'pseudo-0.95 seeds 2, 3; full-x2': row names grouped by source and target."""
+    seeds: dict[str, list[str]] = {}
+    for name in names:
+        head, _, last = name.rpartition("-")
+        key, seed = (head, last) if last.isdigit() else (name, "")
+        seeds.setdefault(key, []).append(seed)
+    return "; ".join(f"{k} seeds {', '.join(v)}" if v[0] else k for k, v in seeds.items())
+
+
 def markdown(rep: dict) -> str:
     s, name = rep["setup"], rep["study"]
     lines = [
@@ -162,7 +172,7 @@ def markdown(rep: dict) -> str:
     if rep.get("missing"):
         lines.append(
             f"- **Under way:** {len(rep['rows'])} rows trained, {len(rep['missing'])} not yet "
-            f"({', '.join(rep['missing'])}); every mean below is over the seeds there are."
+            f"({missing_text(rep['missing'])}); every mean below is over the seeds there are."
         )
     c = rep["convergence"]
     if c:
