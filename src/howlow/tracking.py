@@ -10,7 +10,6 @@ Logging reads the stage outputs that DVC tracks, so the store can always be rebu
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import dataset_digest
 from .io import DataError, read_csv, read_json, write_csv
 from .layout import Layout, project_root
 from .params import Params, flatten
@@ -62,14 +62,6 @@ def git_commit(root: Path) -> str | None:
     """The commit checked out in `root` (None outside git): the run's code, as MLflow's UI shows it."""
     done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
     return done.stdout.strip() if done.returncode == 0 else None
-
-
-def dataset_digest(prepared_dir: Path) -> str:
-    """A digest of the prepared data set (every file's path and bytes): equal digests, equal data."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in Path(prepared_dir).rglob("*") if p.is_file()):
-        h.update(path.relative_to(prepared_dir).as_posix().encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _provenance(mlflow, params: Params, prepared_dir: Path) -> None:
