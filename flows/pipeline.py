@@ -26,6 +26,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from howlow.console import setup_logging
 from howlow.data import load_prepared
 from howlow.io import DataError
 from howlow.layout import Layout
@@ -244,6 +245,7 @@ def main(argv: list[str]) -> int:
     """`python flows/pipeline.py [params.yaml]`: bad params or an unreachable Dask scheduler are one
     line and exit status 2, before Prefect starts."""
     params_path = argv[0] if argv else DVC_PARAMS
+    setup_logging(0)  # the stages' progress lines on stderr, as `howlow <stage>` shows them
     try:
         dask_address(load_params(params_path))
     except (ParamsError, DataError) as exc:

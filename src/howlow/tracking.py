@@ -14,13 +14,13 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .console import Progress
 from .data import dataset_digest
 from .io import DataError, read_csv, read_json, write_csv
 from .layout import Layout, project_root
@@ -29,6 +29,8 @@ from .plots import compare_figure
 
 EXPERIMENT_KIND = "mlflow.experimentKind"  # the tag MLflow 3's UI reads to choose an experiment's first page
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1"]  # skips MLflow's slow requirement inference
+
+log = logging.getLogger(__name__)
 
 
 def tracking_uri(params: Params) -> str:
@@ -135,10 +137,7 @@ def close_orphans(mlflow, experiment: str) -> list[str]:
         for model in client.search_logged_models([exp.experiment_id], filter_string=of_run):
             if str(model.status).endswith("PENDING"):  # half-logged: never READY
                 client.finalize_logged_model(model.model_id, "FAILED")
-        print(
-            f"[track] {run.info.run_name} ({run.info.run_id}): left running by a killed process, now KILLED",
-            file=sys.stderr,
-        )
+        log.warning("%s (%s): left running by a killed process, now KILLED", run.info.run_name, run.info.run_id)
     return closed
 
 
@@ -178,7 +177,8 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
             flat.update({f"{source}.iou.{c}": v for c, v in m["per_class_iou"].items() if v is not None})
         flat.update(logged_times(layout, [s["id"] for s in summaries], params.train.label_sources))
         mlflow.log_metrics({k: float(v) for k, v in flat.items() if v is not None})
-        for i, s in enumerate(summaries, 1):
+        bar = Progress(log, "track: image runs", len(summaries), "run")
+        for s in summaries:
             result = read_json(Path(oracle_dir) / f"{s['id']}.json")
             with mlflow.start_run(run_name=s["id"], nested=True) as child:
                 ts = 0  # timestamps are not meaningful here (logged after the fact); steps are
@@ -216,8 +216,8 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
                         "seed": str(params.oracle.seed),
                     }
                 )
-            if i % 50 == 0:
-                print(f"[track] {i}/{len(summaries)} image runs", file=sys.stderr, flush=True)
+            bar.update()
+        bar.close()
         mlflow.log_artifacts(str(Path(eval_dir) / "figures"), artifact_path="figures")
         mlflow.log_artifact(str(Path(eval_dir) / "metrics.json"))
         prepared = load_prepared(layout.prepared)
@@ -245,7 +245,7 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
         "tracking_uri": tracking_uri(params),
         "image_runs": len(summaries),
     }
-    print(f"[track] MLflow run {run_name(params)} ({run_id}) in {out['tracking_uri']}", file=sys.stderr)
+    log.info("MLflow run %s (%s) in %s", run_name(params), run_id, out["tracking_uri"])
     return out
 
 

@@ -11,7 +11,7 @@ Outputs in `eval/`:
 
 from __future__ import annotations
 
-import sys
+import logging
 
 from ..data import load_prepared
 from ..io import read_csv, read_json, write_csv, write_json
@@ -20,6 +20,8 @@ from ..params import Params
 from ..plots import budget_figure, oracle_figure, sources_figure
 from ..segmentation.train import evaluate_source
 from .oracle import annotated_ids, use_runtime
+
+log = logging.getLogger(__name__)
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -41,11 +43,12 @@ def run(params: Params, layout: Layout) -> dict:
                 "annotated_pct": round(info["annotated_pct"], 5),
             }
         )
-        print(
-            f"[evaluate] {source}: val mIoU {m['miou']:.4f}, accuracy {m['pixel_accuracy']:.4f}, "
-            f"{info['annotated_pct']:.3f} % labelled",
-            file=sys.stderr,
-            flush=True,
+        log.info(
+            "%s: val mIoU %.4f, pixel accuracy %.4f, %.3f %% annotated",
+            source,
+            m["miou"],
+            m["pixel_accuracy"],
+            info["annotated_pct"],
         )
     if "full" in dataset:
         for m in dataset.values():
