@@ -137,11 +137,12 @@ def budget_markdown(params: Params, metrics: dict, failed: list[str]) -> str:
     lines = [
         f"# {params.dataset_name}: {params.oracle.strategy} to {params.oracle.target_accuracy:g} pixel accuracy",
         "",
-        f"{o['images']} images; mean {o['mean_revealed_pct']:.4f} % of the pixels revealed "
-        f"({o['mean_revealed_px']:.1f} px per image), {100 * o['reached_fraction']:.0f} % reached the target"
+        f"{o['images']} images; oracle.mean_revealed_pct {o['mean_revealed_pct']:.4f} % "
+        f"(oracle.mean_revealed_px {o['mean_revealed_px']:.1f}), oracle.reached_fraction {o['reached_fraction']:.2f}"
         + (f"; failed: {', '.join(failed)}" if failed else ""),
         "",
-        "| label source | annotated % | val mIoU | % of full |",
+        # the column names are the numbers' names in MLflow and eval/ (howlow.names)
+        "| label source | dataset.*.annotated_pct | dataset.*.miou | dataset.*.miou_pct_of_full |",
         "|---|---|---|---|",
     ]
     for source, m in metrics["dataset"].items():

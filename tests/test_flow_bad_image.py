@@ -121,7 +121,7 @@ def test_flow_completes_without_the_failing_image(tmp_path, monkeypatch, prefect
         messages
     )
     (budget,) = [a for a in artifacts if a.key == "howlow-budget"]
-    assert "| label source | annotated % | val mIoU | % of full |" in budget.data
+    assert "| label source | dataset.*.annotated_pct | dataset.*.miou | dataset.*.miou_pct_of_full |" in budget.data
     assert (
         f"| pseudo | {result['oracle']['mean_revealed_pct']:.4f} |" in budget.data and "failed: all_void" in budget.data
     )

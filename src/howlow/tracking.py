@@ -24,6 +24,7 @@ from .console import Progress
 from .data import dataset_digest
 from .io import DataError, read_csv, read_json, write_csv
 from .layout import Layout, project_root
+from .names import IMAGE_CURVES, IMAGE_FINAL, metric_names, read_metrics
 from .params import Params, flatten
 from .plots import compare_figure
 
@@ -51,8 +52,19 @@ def logged_times(layout: Layout, image_ids: Sequence[str], sources: Sequence[str
         out["oracle.mean_seconds"] = float(np.mean([read_json(p)["seconds"] for p in oracle]))
     for source in sources:
         if (p := layout.logs / "train" / f"{source}.json").is_file():
-            out[f"{source}.train_seconds"] = float(read_json(p)["seconds"])
+            out[f"dataset.{source}.train_seconds"] = float(read_json(p)["seconds"])
     return out
+
+
+def budget_tags(params: Params) -> dict[str, str]:
+    """The budget's keys, as tags of the pipeline run and of each of its image runs: runs can be
+    filtered and compared by them at either level."""
+    return {
+        "dataset": params.dataset_name,
+        "strategy": params.oracle.strategy,
+        "target": f"{params.oracle.target_accuracy:g}",
+        "seed": str(params.oracle.seed),
+    }
 
 
 def run_name(params: Params) -> str:
@@ -153,7 +165,7 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
     # torch.export warns about every specialised input dimension; the example's shape is fixed on purpose
     logging.getLogger("torch._export").setLevel(logging.ERROR)
     eval_dir, models_dir, oracle_dir = layout.eval, layout.models, layout.oracle
-    metrics = read_json(eval_dir / "metrics.json")
+    metrics = read_metrics(eval_dir)
     summaries = read_csv(oracle_dir / "summary.csv")
     client = mlflow.MlflowClient()
     close_orphans(mlflow, params.tracking.experiment)
@@ -161,8 +173,7 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
         mlflow.set_tags(
             {
                 "howlow.kind": "pipeline",
-                "dataset": params.dataset_name,
-                "strategy": params.oracle.strategy,
+                **budget_tags(params),
                 # a later `track` closes this run if its process dies before the run ends
                 "howlow.host": socket.gethostname(),
                 "howlow.pid": str(os.getpid()),
@@ -170,33 +181,26 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
         )
         mlflow.log_params(flatten(params.to_dict()))
         _provenance(mlflow, params, layout.prepared)
-        flat = {f"oracle.{k}": v for k, v in metrics["oracle"].items()}
-        flat.update({f"pseudo.{k}": v for k, v in metrics["pseudo"].items()})
-        for source, m in metrics["dataset"].items():
-            flat.update({f"{source}.{k}": v for k, v in m.items() if isinstance(v, (int, float))})
-            flat.update({f"{source}.iou.{c}": v for c, v in m["per_class_iou"].items() if v is not None})
+        # the names of eval/metrics.json and eval/details.json (howlow.names), and the logged times
+        flat = metric_names(metrics)
         flat.update(logged_times(layout, [s["id"] for s in summaries], params.train.label_sources))
-        mlflow.log_metrics({k: float(v) for k, v in flat.items() if v is not None})
+        mlflow.log_metrics(flat)
         bar = Progress(log, "track: image runs", len(summaries), "run")
         for s in summaries:
             result = read_json(Path(oracle_dir) / f"{s['id']}.json")
             with mlflow.start_run(run_name=s["id"], nested=True) as child:
                 ts = 0  # timestamps are not meaningful here (logged after the fact); steps are
+                # the names of the parent's oracle.mean_<x>, for one image: its curves (the last
+                # point is where it ended) and its end state
                 batch = [
-                    Metric(key, float(point[field]), ts, int(point["revealed"]))
+                    Metric(f"oracle.{key}", float(point[key]), ts, int(point["revealed"]))
                     for point in result["curve"]
-                    for key, field in (
-                        ("accuracy", "accuracy"),
-                        ("miou", "miou"),
-                        ("revealed_fraction", "revealed_fraction"),
-                    )
+                    for key in IMAGE_CURVES
                 ]
-                batch += [
-                    Metric(f"final_{k}", float(result["summary"][k]), ts, 0)
-                    for k in ("revealed", "revealed_pct", "accuracy", "miou", "rounds")
-                ]
+                final = {**result["summary"], "revealed_px": result["summary"]["revealed"]}
+                batch += [Metric(f"oracle.{k}", float(final[k]), ts, 0) for k in IMAGE_FINAL]
                 if (took := layout.logs / "oracle" / f"{s['id']}.json").is_file():
-                    batch.append(Metric("final_seconds", float(read_json(took)["seconds"]), ts, 0))
+                    batch.append(Metric("oracle.seconds", float(read_json(took)["seconds"]), ts, 0))
                 client.log_batch(
                     child.info.run_id,
                     metrics=batch,
@@ -207,15 +211,7 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
                     ],
                 )
                 # the parent's budget keys, so image runs can be filtered and compared across runs
-                mlflow.set_tags(
-                    {
-                        "howlow.kind": "image",
-                        "dataset": params.dataset_name,
-                        "strategy": params.oracle.strategy,
-                        "target": f"{params.oracle.target_accuracy:g}",
-                        "seed": str(params.oracle.seed),
-                    }
-                )
+                mlflow.set_tags({"howlow.kind": "image", **budget_tags(params)})
             bar.update()
         bar.close()
         mlflow.log_artifacts(str(Path(eval_dir) / "figures"), artifact_path="figures")
@@ -250,18 +246,19 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
 
 
 SOURCES = ("full", "pseudo", "confident", "sparse", "random", "random_pseudo")  # the label sources
+# budgets.csv: the run's keys, then its numbers under their names (howlow.names)
 COMPARE_COLUMNS = [
     "run",
     "dataset",
     "strategy",
     "target",
     "seed",
-    "images",
-    "mean_revealed_pct",
-    "mean_revealed_px",
-    "reached_fraction",
-    "pseudo_accuracy",
     "status",
+    "oracle.images",
+    "oracle.mean_revealed_pct",
+    "oracle.mean_revealed_px",
+    "oracle.reached_fraction",
+    "pseudolabel.mean_accuracy",
 ]
 
 
@@ -292,28 +289,27 @@ def compare(params: Params, out_dir: Path) -> dict:
                 "strategy": p.get("oracle.strategy", ""),
                 "target": float(p.get("oracle.target_accuracy", "nan")),
                 "seed": p.get("oracle.seed", ""),
-                "images": int(m.get("oracle.images", 0)),
-                "mean_revealed_pct": m.get("oracle.mean_revealed_pct"),
-                "mean_revealed_px": m.get("oracle.mean_revealed_px"),
-                "reached_fraction": m.get("oracle.reached_fraction"),
-                "pseudo_accuracy": m.get("pseudo.mean_accuracy"),
                 "status": r.info.status,
-                **{f"{k}.{s}": m.get(f"{s}.{k}") for s in SOURCES for k in ("annotated_pct", "miou")},
+                **{k: m.get(k) for k in COMPARE_COLUMNS[6:]},
+                **{f"dataset.{s}.{k}": m.get(f"dataset.{s}.{k}") for s in SOURCES for k in ("annotated_pct", "miou")},
             }
         )
     rows.sort(key=lambda r: (r["dataset"], r["strategy"], r["target"], str(r["seed"])))
     if not rows:
         print(f"no pipeline runs in experiment {params.tracking.experiment!r} at {tracking_uri(params)}")
         return {"runs": 0}
-    header = f"{'run':38} {'target':>6} {'imgs':>5} {'revealed %':>10} {'pixels':>8} {'reached':>7} {'pseudo acc':>10}"
-    print(header)
+    width = max(len("run"), *(len(r["run"]) for r in rows))  # whole names: they say the budget
+    print(
+        f"{'run':{width}} {'target':>6} {'imgs':>5} {'revealed %':>10} {'pixels':>8} {'reached':>7} {'pseudo acc':>10}"
+    )
     for r in rows:
         print(
-            f"{r['run'][:38]:38} {r['target']:6.3f} {r['images']:5d} {r['mean_revealed_pct'] or 0:10.4f} "
-            f"{r['mean_revealed_px'] or 0:8.1f} {r['reached_fraction'] or 0:7.2f} {r['pseudo_accuracy'] or 0:10.4f}"
+            f"{r['run']:{width}} {r['target']:6.3f} {r['oracle.images'] or 0:5.0f} "
+            f"{r['oracle.mean_revealed_pct'] or 0:10.4f} {r['oracle.mean_revealed_px'] or 0:8.1f} "
+            f"{r['oracle.reached_fraction'] or 0:7.2f} {r['pseudolabel.mean_accuracy'] or 0:10.4f}"
         )
-    present = [s for s in SOURCES if any(r[f"miou.{s}"] is not None for r in rows)]
-    columns = COMPARE_COLUMNS + [f"{k}.{s}" for s in present for k in ("annotated_pct", "miou")]
+    present = [s for s in SOURCES if any(r[f"dataset.{s}.miou"] is not None for r in rows)]
+    columns = COMPARE_COLUMNS + [f"dataset.{s}.{k}" for s in present for k in ("annotated_pct", "miou")]
     write_csv(Path(out_dir) / "budgets.csv", [{k: r[k] for k in columns} for r in rows], columns)
     compare_figure(rows, Path(out_dir) / "budgets.png")
     print(f"table: {out_dir}/budgets.csv, plot: {out_dir}/budgets.png")
