@@ -100,6 +100,30 @@ def use_experiment(mlflow, name: str) -> None:
         mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, "custom_model_development")
 
 
+BUDGET_VIEW = "howlow-budget"  # the shared runs-table view `track` keeps up to date in each experiment
+
+
+def budget_view_path(experiment_id: str) -> str:
+    """The MLflow UI page (after its address) of the experiment's runs table in the budget view.
+    `workflowType`: MLflow 3.17's UI opens every experiment on its GenAI pages in a browser that
+    never chose "Model training", whatever the experiment's tags say."""
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={BUDGET_VIEW}&workflowType=machine_learning"
+
+
+def set_budget_view(mlflow, experiment_id: str, params: Params) -> None:
+    """A shared view of the runs table (an experiment tag the MLflow UI reads): the budget's keys
+    and numbers as columns, for pipeline runs and, expanded, their image runs (howlow.names)."""
+    import json
+
+    metrics = ["oracle.mean_revealed_pct", "oracle.mean_revealed_px", "oracle.reached_fraction"]
+    metrics += [f"dataset.{s}.miou" for s in params.train.label_sources]
+    metrics += [f"oracle.{k}" for k in ("revealed_pct", "revealed_px", "accuracy")]  # the image runs'
+    columns = ["attributes.`Dataset`", *(f"tags.`{k}`" for k in ("strategy", "target", "seed"))]
+    columns += [f"metrics.`{m}`" for m in metrics]
+    view = {"orderByKey": "attributes.start_time", "orderByAsc": False, "selectedColumns": columns}
+    mlflow.MlflowClient().set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{BUDGET_VIEW}", json.dumps(view))
+
+
 def registered_model(params: Params, source: str) -> str:
     """The registered model of a label source's data-set network; a version per pipeline run."""
     return f"howlow-{params.dataset_name}-{source}"
@@ -234,14 +258,17 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
                 registered_model(params, source), "current", str(info.registered_model_version)
             )
         run_id = parent.info.run_id
+    set_budget_view(mlflow, parent.info.experiment_id, params)
     out = {
         "run_id": run_id,
         "run_name": run_name(params),
         "experiment": params.tracking.experiment,
         "tracking_uri": tracking_uri(params),
         "image_runs": len(summaries),
+        "ui_page": budget_view_path(parent.info.experiment_id),
     }
     log.info("MLflow run %s (%s) in %s", run_name(params), run_id, out["tracking_uri"])
+    log.info("in `mlflow ui`, the runs table with the budget's columns: <its address>/%s", out["ui_page"])
     return out
 
 
