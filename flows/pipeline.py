@@ -13,6 +13,7 @@ deployment passes no parameters of its own: each scheduled run reads params.yaml
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -63,6 +64,18 @@ def oracle_image_task(params: Params, image_id: str, root: str) -> dict:
         time.perf_counter() - t0,
     )
     return summary
+
+
+def howlow_logs_to_prefect() -> None:
+    """The stages' own log lines (progress with ETA, per-source scores) go to the Prefect run they
+    happen in, so the UI shows them under each task, not only on the terminal."""
+    from prefect.logging.handlers import APILogHandler
+
+    logger = logging.getLogger("howlow")
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        logger.addHandler(APILogHandler())
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 
 def dask_address(params: Params) -> str:
@@ -186,6 +199,7 @@ def pipeline(
 ) -> dict:
     """validate -> per-image Oracle (mapped) -> pseudo-labels -> train -> evaluate -> MLflow."""
     logger = get_run_logger()
+    howlow_logs_to_prefect()
     params = load_params(params_path, _overrides(source, layout, strategy, target_accuracy, seed, overrides))
     if record_in_dvc and Path(".dvc").is_dir() and (changes := record_params(params)):
         listed = ", ".join(f"{k}={v}" for k, v in changes.items())
