@@ -135,6 +135,7 @@ def test_the_stage_keeps_named_runs_on_named_assets(tmp_path):
     assert runs == {first["gx_run"], third}
     index = (REPORT / "docs/index.html").read_text()
     assert first["gx_run"] in index and third in index and "__none__" not in index
+    assert index.index(third) < index.index(first["gx_run"])  # newest first
     for page in pages:
         table = page.parents[2].name
         assert f"Data asset: prepared.{table}" in page.read_text()
