@@ -98,3 +98,13 @@ def test_help_lists_the_keys_a_stage_reads(tmp_path):
     assert "runtime.threads" in done.stdout and "train.epochs" not in done.stdout
     version = howlow("--version", cwd=tmp_path)
     assert version.returncode == 0 and re.fullmatch(r"howlow \d+\.\d+\.\d+\S*\n", version.stdout)
+
+
+def test_the_summary_keeps_each_sources_numbers_and_drops_lists_and_deeper_detail():
+    from howlow.cli import summary
+
+    evaluated = {
+        "oracle": {"images": 3, "mean_revealed_pct": 0.3},
+        "dataset": {"full": {"miou": 0.8, "per_class_iou": {"sky": 0.9}, "history": [1, 2]}},
+    }
+    assert summary(evaluated) == {"oracle": {"images": 3, "mean_revealed_pct": 0.3}, "dataset": {"full": {"miou": 0.8}}}

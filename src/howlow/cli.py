@@ -105,7 +105,7 @@ def summary(result: object, depth: int = 0) -> object:
         return {
             k: summary(v, depth + 1)
             for k, v in result.items()
-            if not isinstance(v, list | tuple) and not (isinstance(v, dict) and depth >= 1) and k != "fingerprint"
+            if not isinstance(v, list | tuple) and not (isinstance(v, dict) and depth >= 2) and k != "fingerprint"
         }
     return result
 
