@@ -13,6 +13,7 @@ deployment passes no parameters of its own: each scheduled run reads params.yaml
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from howlow.console import setup_logging
 from howlow.data import load_prepared
 from howlow.io import DataError
 from howlow.layout import Layout
@@ -62,6 +64,18 @@ def oracle_image_task(params: Params, image_id: str, root: str) -> dict:
         time.perf_counter() - t0,
     )
     return summary
+
+
+def howlow_logs_to_prefect() -> None:
+    """The stages' own log lines (progress with ETA, per-source scores) go to the Prefect run they
+    happen in, so the UI shows them under each task, not only on the terminal."""
+    from prefect.logging.handlers import APILogHandler
+
+    logger = logging.getLogger("howlow")
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        logger.addHandler(APILogHandler())
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 
 def dask_address(params: Params) -> str:
@@ -136,11 +150,12 @@ def budget_markdown(params: Params, metrics: dict, failed: list[str]) -> str:
     lines = [
         f"# {params.dataset_name}: {params.oracle.strategy} to {params.oracle.target_accuracy:g} pixel accuracy",
         "",
-        f"{o['images']} images; mean {o['mean_revealed_pct']:.4f} % of the pixels revealed "
-        f"({o['mean_revealed_px']:.1f} px per image), {100 * o['reached_fraction']:.0f} % reached the target"
+        f"{o['images']} images; oracle.mean_revealed_pct {o['mean_revealed_pct']:.4f} % "
+        f"(oracle.mean_revealed_px {o['mean_revealed_px']:.1f}), oracle.reached_fraction {o['reached_fraction']:.2f}"
         + (f"; failed: {', '.join(failed)}" if failed else ""),
         "",
-        "| label source | annotated % | val mIoU | % of full |",
+        # the column names are the numbers' names in MLflow and eval/ (howlow.names)
+        "| label source | dataset.*.annotated_pct | dataset.*.miou | dataset.*.miou_pct_of_full |",
         "|---|---|---|---|",
     ]
     for source, m in metrics["dataset"].items():
@@ -184,6 +199,7 @@ def pipeline(
 ) -> dict:
     """validate -> per-image Oracle (mapped) -> pseudo-labels -> train -> evaluate -> MLflow."""
     logger = get_run_logger()
+    howlow_logs_to_prefect()
     params = load_params(params_path, _overrides(source, layout, strategy, target_accuracy, seed, overrides))
     if record_in_dvc and Path(".dvc").is_dir() and (changes := record_params(params)):
         listed = ", ".join(f"{k}={v}" for k, v in changes.items())
@@ -244,6 +260,7 @@ def main(argv: list[str]) -> int:
     """`python flows/pipeline.py [params.yaml]`: bad params or an unreachable Dask scheduler are one
     line and exit status 2, before Prefect starts."""
     params_path = argv[0] if argv else DVC_PARAMS
+    setup_logging(0)  # the stages' progress lines on stderr, as `howlow <stage>` shows them
     try:
         dask_address(load_params(params_path))
     except (ParamsError, DataError) as exc:

@@ -77,6 +77,18 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.fixture(autouse=True)
+def howlow_logger():
+    """Each test starts with the `howlow` logger as the tests' process has it: a test calling
+    `howlow.cli.main` in-process (which sets up logging for a terminal) leaves nothing behind."""
+    import logging
+
+    logger = logging.getLogger("howlow")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread: per-image training is many tiny kernels, and the results are bit-exact per

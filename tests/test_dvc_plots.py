@@ -29,4 +29,6 @@ def test_each_plot_is_drawn_once_and_reads_well():
     assert len({row["image"] for row in curves["data"]["values"]}) > 1  # one line per image
     sources = plots["Val mIoU by label source"][0]["content"]
     assert sources["encoding"]["color"]["field"] == "source"
+    # bars of val mIoU: no axis where full labels (100 % annotated) squash the sparse sources at 0.3 %
+    assert sources["encoding"]["x"]["field"] == "miou" and sources["encoding"]["y"]["field"] == "source"
     assert {row["source"] for row in sources["data"]["values"]} == {"pseudo", "full", "sparse", "random"}

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, TINY, project_env
+from conftest import ROOT, TINY, project_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,17 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
     assert parent.info.run_name == "synthetic-error_center-t0.9-s0"
     assert parent.data.params["oracle.target_accuracy"] == "0.9"
     assert parent.data.metrics["oracle.images"] == n_train
-    assert "full.miou" in parent.data.metrics and "pseudo.mean_accuracy" in parent.data.metrics
+    # one name per number (howlow.names): the DVC metrics path, dotted, in MLflow too
+    from howlow.names import metric_names, read_metrics
+    from howlow.params import flatten
+
+    tree = metric_names(read_metrics(project / "eval"))
+    assert {k: parent.data.metrics[k] for k in tree} == pytest.approx(tree)
+    assert {"dataset.full.miou", "pseudolabel.mean_accuracy", "dataset.pseudo.per_class_iou.sky"} <= set(tree)
+    shown = json.loads(run(["dvc", "metrics", "show", "--json", "eval/metrics.json"], project, env).stdout)
+    dvc_names = flatten(shown[""]["data"]["eval/metrics.json"]["data"])
+    assert set(dvc_names) <= set(parent.data.metrics), "a DVC metric that MLflow names otherwise"
+    assert {f"dataset.{s}.train_seconds" for s in ("pseudo", "full", "sparse", "random")} <= set(parent.data.metrics)
     children = mlflow.search_runs(
         experiment_ids=[parent.info.experiment_id],
         output_format="list",
@@ -88,9 +98,21 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
     client = mlflow.MlflowClient()
     for child in children:
         stored = json.loads((project / "data/oracle" / f"{child.data.params['image']}.json").read_text())
-        history = client.get_metric_history(child.info.run_id, "accuracy")
+        history = client.get_metric_history(child.info.run_id, "oracle.accuracy")
         assert [m.step for m in history] == [p["revealed"] for p in stored["curve"]]
         assert [m.value for m in history] == pytest.approx([p["accuracy"] for p in stored["curve"]])
+        # an image's numbers have the names of the parent's means: oracle.x against oracle.mean_x
+        assert child.data.metrics["oracle.revealed_pct"] == pytest.approx(stored["summary"]["revealed_pct"])
+        assert child.data.metrics["oracle.revealed_px"] == stored["summary"]["revealed"]
+        assert child.data.metrics["oracle.accuracy"] == pytest.approx(stored["summary"]["accuracy"])
+        assert not [k for k in child.data.metrics if not k.startswith("oracle.")]
+    mean = sum(c.data.metrics["oracle.revealed_pct"] for c in children) / n_train
+    assert parent.data.metrics["oracle.mean_revealed_pct"] == pytest.approx(mean)
+    assert {k: parent.data.tags[k] for k in ("strategy", "target", "seed")} == {
+        "strategy": "error_center",
+        "target": "0.9",
+        "seed": "0",
+    }
     models = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list")
     assert {m.name for m in models} == {"dataset-pseudo", "dataset-full", "dataset-sparse", "dataset-random"}
     loaded = mlflow.pytorch.load_model(f"models:/{models[0].model_id}")
@@ -112,8 +134,8 @@ def test_flow_runs_pipeline_logs_mlflow_and_records_dvc(project, tmp_path, monke
 
     (row,) = csv.DictReader(table)
     for source in ("pseudo", "full", "sparse", "random"):  # what the compare plot's right panel draws
-        assert float(row[f"miou.{source}"]) == pytest.approx(parent.data.metrics[f"{source}.miou"])
-        assert float(row[f"annotated_pct.{source}"]) == pytest.approx(parent.data.metrics[f"{source}.annotated_pct"])
+        for name in (f"dataset.{source}.miou", f"dataset.{source}.annotated_pct"):
+            assert float(row[name]) == pytest.approx(parent.data.metrics[name])
     assert (tmp_path / "compare" / "budgets.png").stat().st_size > 0
 
     # the flow's outputs are recorded by DVC: dvc.lock lists every stage and nothing is stale

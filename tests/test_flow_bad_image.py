@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import ROOT, write_params
@@ -114,14 +115,18 @@ def test_flow_completes_without_the_failing_image(tmp_path, monkeypatch, prefect
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
                 task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[f"train-{s}" for s in result["dataset"]])),
             )
-            return [log.message for log in logs], artifacts, trains
+            full = [t for t in trains if t.name == "train-full"]
+            train_logs = await client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[full[0].id])))
+            return [log.message for log in logs + train_logs], artifacts, trains
 
     messages, artifacts, trains = asyncio.run(ui_records(state.state_details.flow_run_id))
     assert any(m.startswith(f"{GOOD[0]}: ") and "px revealed" in m and "pixel accuracy" in m for m in messages), (
         messages
     )
+    epochs = yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]["epochs"]
+    assert f"train full: {epochs}/{epochs} epochs (100 %)" in "\n".join(messages)  # the stage's progress lines
     (budget,) = [a for a in artifacts if a.key == "howlow-budget"]
-    assert "| label source | annotated % | val mIoU | % of full |" in budget.data
+    assert "| label source | dataset.*.annotated_pct | dataset.*.miou | dataset.*.miou_pct_of_full |" in budget.data
     assert (
         f"| pseudo | {result['oracle']['mean_revealed_pct']:.4f} |" in budget.data and "failed: all_void" in budget.data
     )

@@ -120,17 +120,21 @@ class _Terminal:
         pass
 
 
-def test_training_shows_a_progress_bar_on_a_terminal_and_lines_in_logs(tmp_path, monkeypatch, capsys, one_thread):
+def test_training_shows_a_progress_bar_on_a_terminal_and_lines_in_logs(tmp_path, monkeypatch, caplog, one_thread):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="howlow")
     params, layout, prepared, ids = tiny_project(tmp_path)
     term = _Terminal()
     monkeypatch.setattr("sys.stderr", term)
     info = train_source(params, "full", prepared, ids, layout)
-    assert "train full" in term.text and "3/3" in term.text and "loss=" in term.text
-    assert len(info["loss"]) == 3
+    assert "train full" in term.text and "3/3" in term.text and "loss " in term.text and "<" in term.text  # ETA
+    assert len(info["loss"]) == 3 and not caplog.records  # the bar, not log lines
     monkeypatch.undo()
     train_source(params, "full", prepared, ids, layout)
-    err = capsys.readouterr().err
-    assert "[train full] epoch 3/3" in err and "\r" not in err
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert any(m.startswith("train full: 1/3 epochs (33 %)") and "ETA" in m for m in lines), lines
+    assert any(m.startswith("train full: 3/3 epochs (100 %)") for m in lines), lines
 
 
 def test_the_json_has_the_learning_curve(tmp_path, one_thread):
@@ -215,7 +219,7 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path, one_thread):
     (layout.models / "stale.json").write_text("{}")  # the stage keeps only the checkpoints of its sources
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "[train full] resuming after epoch" in done.stderr
+    assert "INFO howlow.segmentation.train: full: resuming after epoch" in done.stderr
     resumed, expected = _state_after(layout.models), _state_after(tmp_path / "reference")
     assert resumed.keys() == expected.keys()
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)

@@ -113,6 +113,35 @@ def test_good_data_set_passes_and_writes_report(tmp_path):
     assert len(list((tmp_path / "reports/validation/docs/validations").rglob("*.html"))) == 2
 
 
+def test_the_stage_keeps_named_runs_on_named_assets(tmp_path):
+    """GX names each run `<dataset>-<data digest>` and each data asset; the stage keeps every run's
+    results in logs/validation, so the Data Docs list the history, a failed run included."""
+    from howlow.data import dataset_digest
+    from howlow.layout import Layout
+    from howlow.stages import validate as stage
+
+    params = prepared()
+    first = stage.run(params, Layout(Path()))
+    assert first["gx_run"] == f"src-{dataset_digest(PREPARED)[:8]}"
+    assert stage.run(params, Layout(Path()))["gx_run"] == first["gx_run"]
+    edit_manifest("label_width", "5")  # a third run, on other data, that fails
+    with pytest.raises(ValidationFailed):
+        stage.run(params, Layout(Path()))
+    third = read_json(REPORT / "summary.json")["gx_run"]
+    assert third != first["gx_run"]
+    pages = sorted((REPORT / "docs/validations").rglob("*.html"))
+    assert len(pages) == 6  # 2 tables x 3 runs
+    runs = {p.parent.parent.name for p in pages}
+    assert runs == {first["gx_run"], third}
+    index = (REPORT / "docs/index.html").read_text()
+    assert first["gx_run"] in index and third in index and "__none__" not in index
+    assert index.index(third) < index.index(first["gx_run"])  # newest first
+    for page in pages:
+        table = page.parents[2].name
+        assert f"Data asset: prepared.{table}" in page.read_text()
+    assert len(list(Path("logs/validation").rglob("*.json"))) == 6
+
+
 def test_size_mismatch():
     small = good_label()[:, :8]  # 8 wide instead of 12
     message, summary = failure(prepared({"train/b": small}))

@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import itertools
 import json
 import os
 import sys
 from pathlib import Path
 
 from . import __version__
+from .console import setup_logging
 from .io import DataError
 from .layout import Layout
-from .params import ParamsError, load_params
+from .params import ParamsError, describe, load_params
 
 # command -> ("module:function", help); imported on use so `howlow --help` is instant. Each function
 # takes (params, layout).
@@ -79,16 +81,46 @@ def entry(command: str):
     return getattr(importlib.import_module(module), function)
 
 
-SUMMARY_KEYS = (
-    "prepared",
-    "success",
-    "images",
-    "mean_revealed_pct",
-    "mean_revealed_px",
-    "reached_fraction",
-    "mean_accuracy",
-    "run_id",
-)
+# the params groups each command reads: `howlow <command> --help` lists their keys
+GROUPS = {
+    "prepare": ("data",),
+    "validate": ("validate",),
+    "oracle": ("oracle", "runtime"),
+    "pseudolabel": ("oracle", "runtime"),
+    "train": ("train", "runtime"),
+    "evaluate": ("evaluate", "runtime"),
+    "track": ("tracking",),
+    "compare": ("tracking",),
+    "serve": ("orchestration",),
+    "budget-run": ("budget", "oracle", "runtime"),
+    "study-annotate": ("study", "oracle", "runtime"),
+    "study-train": ("study", "train", "runtime"),
+}
+
+
+def summary(result: object, depth: int = 0) -> object:
+    """What a command prints when it ends: its result's numbers and names, without the lists (loss
+    curves, per-image rows) and detail below two levels that its output files hold."""
+    if isinstance(result, dict):
+        return {
+            k: summary(v, depth + 1)
+            for k, v in result.items()
+            if not isinstance(v, list | tuple) and not (isinstance(v, dict) and depth >= 2) and k != "fingerprint"
+        }
+    return result
+
+
+def keys_help(command: str, params_files: list[str]) -> str:
+    """The epilog of `howlow <command> --help`: the keys it reads, with their values and meanings."""
+    groups = GROUPS.get(command)
+    if groups is None:
+        return "params: every key of params.yaml (`howlow params` lists them with their meanings)"
+    try:
+        params = load_params([Path(f) for f in params_files])
+    except (ParamsError, DataError, OSError) as exc:
+        return f"params keys: unavailable here ({exc})"
+    lines = describe(params, groups)
+    return "params keys (value here, meaning; override with key=value):\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def os_error_message(exc: OSError) -> str:
@@ -118,12 +150,24 @@ def _failed_under_dvc() -> int:
     return 2
 
 
+def _verbosity(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=default, help="more detail (each image, each epoch)")
+    parser.add_argument("-q", "--quiet", action="count", default=default, help="warnings and errors only")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="howlow", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--version", action="version", version=f"howlow {__version__}")
+    _verbosity(parser, 0)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    asks_help = "-h" in argv or "--help" in argv  # the keys are read from the params files only then
     for name, (_, help_) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_)
+        files = [a for flag, a in itertools.pairwise(argv) if flag in ("-p", "--params")] or ["params.yaml"]
+        epilog = keys_help(name, files) if asks_help and name in argv else None
+        sp = sub.add_parser(
+            name, help=help_, description=help_, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         sp.add_argument(
             "-p",
             "--params",
@@ -132,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             help="params file; repeat to overlay files in order (default: params.yaml)",
         )
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. oracle.target_accuracy=0.95")
+        _verbosity(sp, argparse.SUPPRESS)  # `howlow -v oracle` and `howlow oracle -v` alike
     args = parser.parse_args(argv)
+    setup_logging(args.verbose - args.quiet)
     try:
         params = load_params(args.params or ["params.yaml"], args.overrides)
         result = entry(args.command)(params, Layout.here())
@@ -145,9 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         _failed_under_dvc()
         raise
-    if isinstance(result, dict):
-        short = {k: v for k, v in result.items() if k in SUMMARY_KEYS} or result
-        print(json.dumps(short, indent=1, default=str)[:2000])
+    if isinstance(result, dict) and args.quiet == 0:
+        print(json.dumps(summary(result), indent=1, default=str))
     return 0
 
 

@@ -440,11 +440,20 @@ def comments(path: Path) -> dict[str, str]:
     return out
 
 
+def describe(params: Params, groups: tuple[str, ...] | None = None) -> list[str]:
+    """One line per key (of `groups`, else all): the key, its value and its meaning (the comment in
+    the project's params.yaml, which a study's overlay need not repeat)."""
+    from .layout import project_root
+
+    defaults = project_root() / "params.yaml"
+    notes = comments(defaults) if defaults.is_file() else {}
+    leaves = {k: v for k, v in flatten(params.to_dict()).items() if groups is None or k.split(".")[0] in groups}
+    width = max(len(k) for k in leaves)
+    return [f"{key:<{width}}  {json.dumps(value):<24}  {notes.get(key, '')}".rstrip() for key, value in leaves.items()]
+
+
 def show(params: Params, layout=None) -> dict:
     """`howlow params`: every key, its value (params files and overrides applied) and its meaning."""
-    notes = comments(Path("params.yaml")) if Path("params.yaml").is_file() else {}
-    leaves = flatten(params.to_dict())
-    width = max(len(k) for k in leaves)
-    for key, value in leaves.items():
-        print(f"{key:<{width}}  {json.dumps(value):<24}  {notes.get(key, '')}".rstrip())
-    return {"keys": len(leaves)}
+    lines = describe(params)
+    print("\n".join(lines))
+    return {"keys": len(lines)}

@@ -142,7 +142,7 @@ def compare_figure(rows: list[dict], path: Path) -> None:
     annotated % (log x; one point per run), the comparison the project is about."""
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(12, 4.5))
     for key in dict.fromkeys((r["dataset"], r["strategy"]) for r in rows):
-        pts = sorted((r["target"], r["mean_revealed_pct"]) for r in rows if (r["dataset"], r["strategy"]) == key)
+        pts = sorted((r["target"], r["oracle.mean_revealed_pct"]) for r in rows if (r["dataset"], r["strategy"]) == key)
         xs, ys = zip(*pts)
         left.plot(xs, ys, "o-", label=f"{key[0]} / {key[1]}")
     left.set_xlabel("Oracle target pixel accuracy")
@@ -150,10 +150,14 @@ def compare_figure(rows: list[dict], path: Path) -> None:
     left.set_title("Annotation budget by target")
     left.legend(fontsize=8)
     sources = dict.fromkeys(
-        k.split(".", 1)[1] for r in rows for k, v in r.items() if k.startswith("miou.") and v is not None
+        k.split(".")[1]
+        for r in rows
+        for k, v in r.items()
+        if k.startswith("dataset.") and k.endswith(".miou") and v is not None
     )
     for source in sources:
-        pts = [(r[f"annotated_pct.{source}"], r[f"miou.{source}"]) for r in rows if r.get(f"miou.{source}") is not None]
+        miou, pct = f"dataset.{source}.miou", f"dataset.{source}.annotated_pct"
+        pts = [(r[pct], r[miou]) for r in rows if r.get(miou) is not None]
         right.plot(*zip(*pts), "o", label=source)
     right.set_xscale("log")
     right.set_xlabel("annotated pixels (% of the training images, log)")

@@ -10,25 +10,28 @@ Logging reads the stage outputs that DVC tracks, so the store can always be rebu
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
 import subprocess
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .console import Progress
+from .data import dataset_digest
 from .io import DataError, read_csv, read_json, write_csv
 from .layout import Layout, project_root
+from .names import IMAGE_CURVES, IMAGE_FINAL, metric_names, read_metrics
 from .params import Params, flatten
 from .plots import compare_figure
 
 EXPERIMENT_KIND = "mlflow.experimentKind"  # the tag MLflow 3's UI reads to choose an experiment's first page
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1"]  # skips MLflow's slow requirement inference
+
+log = logging.getLogger(__name__)
 
 
 def tracking_uri(params: Params) -> str:
@@ -49,8 +52,19 @@ def logged_times(layout: Layout, image_ids: Sequence[str], sources: Sequence[str
         out["oracle.mean_seconds"] = float(np.mean([read_json(p)["seconds"] for p in oracle]))
     for source in sources:
         if (p := layout.logs / "train" / f"{source}.json").is_file():
-            out[f"{source}.train_seconds"] = float(read_json(p)["seconds"])
+            out[f"dataset.{source}.train_seconds"] = float(read_json(p)["seconds"])
     return out
+
+
+def budget_tags(params: Params) -> dict[str, str]:
+    """The budget's keys, as tags of the pipeline run and of each of its image runs: runs can be
+    filtered and compared by them at either level."""
+    return {
+        "dataset": params.dataset_name,
+        "strategy": params.oracle.strategy,
+        "target": f"{params.oracle.target_accuracy:g}",
+        "seed": str(params.oracle.seed),
+    }
 
 
 def run_name(params: Params) -> str:
@@ -62,14 +76,6 @@ def git_commit(root: Path) -> str | None:
     """The commit checked out in `root` (None outside git): the run's code, as MLflow's UI shows it."""
     done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
     return done.stdout.strip() if done.returncode == 0 else None
-
-
-def dataset_digest(prepared_dir: Path) -> str:
-    """A digest of the prepared data set (every file's path and bytes): equal digests, equal data."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in Path(prepared_dir).rglob("*") if p.is_file()):
-        h.update(path.relative_to(prepared_dir).as_posix().encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _provenance(mlflow, params: Params, prepared_dir: Path) -> None:
@@ -92,6 +98,30 @@ def use_experiment(mlflow, name: str) -> None:
     experiment = mlflow.set_experiment(name)
     if experiment.tags.get(EXPERIMENT_KIND) != "custom_model_development":
         mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, "custom_model_development")
+
+
+BUDGET_VIEW = "howlow-budget"  # the shared runs-table view `track` keeps up to date in each experiment
+
+
+def budget_view_path(experiment_id: str) -> str:
+    """The MLflow UI page (after its address) of the experiment's runs table in the budget view.
+    `workflowType`: MLflow 3.17's UI opens every experiment on its GenAI pages in a browser that
+    never chose "Model training", whatever the experiment's tags say."""
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={BUDGET_VIEW}&workflowType=machine_learning"
+
+
+def set_budget_view(mlflow, experiment_id: str, params: Params) -> None:
+    """A shared view of the runs table (an experiment tag the MLflow UI reads): the budget's keys
+    and numbers as columns, for pipeline runs and, expanded, their image runs (howlow.names)."""
+    import json
+
+    metrics = ["oracle.mean_revealed_pct", "oracle.mean_revealed_px", "oracle.reached_fraction"]
+    metrics += [f"dataset.{s}.miou" for s in params.train.label_sources]
+    metrics += [f"oracle.{k}" for k in ("revealed_pct", "revealed_px", "accuracy")]  # the image runs'
+    columns = ["attributes.`Dataset`", *(f"tags.`{k}`" for k in ("strategy", "target", "seed"))]
+    columns += [f"metrics.`{m}`" for m in metrics]
+    view = {"orderByKey": "attributes.start_time", "orderByAsc": False, "selectedColumns": columns}
+    mlflow.MlflowClient().set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{BUDGET_VIEW}", json.dumps(view))
 
 
 def registered_model(params: Params, source: str) -> str:
@@ -143,10 +173,7 @@ def close_orphans(mlflow, experiment: str) -> list[str]:
         for model in client.search_logged_models([exp.experiment_id], filter_string=of_run):
             if str(model.status).endswith("PENDING"):  # half-logged: never READY
                 client.finalize_logged_model(model.model_id, "FAILED")
-        print(
-            f"[track] {run.info.run_name} ({run.info.run_id}): left running by a killed process, now KILLED",
-            file=sys.stderr,
-        )
+        log.warning("%s (%s): left running by a killed process, now KILLED", run.info.run_name, run.info.run_id)
     return closed
 
 
@@ -162,7 +189,7 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
     # torch.export warns about every specialised input dimension; the example's shape is fixed on purpose
     logging.getLogger("torch._export").setLevel(logging.ERROR)
     eval_dir, models_dir, oracle_dir = layout.eval, layout.models, layout.oracle
-    metrics = read_json(eval_dir / "metrics.json")
+    metrics = read_metrics(eval_dir)
     summaries = read_csv(oracle_dir / "summary.csv")
     client = mlflow.MlflowClient()
     close_orphans(mlflow, params.tracking.experiment)
@@ -170,8 +197,7 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
         mlflow.set_tags(
             {
                 "howlow.kind": "pipeline",
-                "dataset": params.dataset_name,
-                "strategy": params.oracle.strategy,
+                **budget_tags(params),
                 # a later `track` closes this run if its process dies before the run ends
                 "howlow.host": socket.gethostname(),
                 "howlow.pid": str(os.getpid()),
@@ -179,32 +205,26 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
         )
         mlflow.log_params(flatten(params.to_dict()))
         _provenance(mlflow, params, layout.prepared)
-        flat = {f"oracle.{k}": v for k, v in metrics["oracle"].items()}
-        flat.update({f"pseudo.{k}": v for k, v in metrics["pseudo"].items()})
-        for source, m in metrics["dataset"].items():
-            flat.update({f"{source}.{k}": v for k, v in m.items() if isinstance(v, (int, float))})
-            flat.update({f"{source}.iou.{c}": v for c, v in m["per_class_iou"].items() if v is not None})
+        # the names of eval/metrics.json and eval/details.json (howlow.names), and the logged times
+        flat = metric_names(metrics)
         flat.update(logged_times(layout, [s["id"] for s in summaries], params.train.label_sources))
-        mlflow.log_metrics({k: float(v) for k, v in flat.items() if v is not None})
-        for i, s in enumerate(summaries, 1):
+        mlflow.log_metrics(flat)
+        bar = Progress(log, "track: image runs", len(summaries), "run")
+        for s in summaries:
             result = read_json(Path(oracle_dir) / f"{s['id']}.json")
             with mlflow.start_run(run_name=s["id"], nested=True) as child:
                 ts = 0  # timestamps are not meaningful here (logged after the fact); steps are
+                # the names of the parent's oracle.mean_<x>, for one image: its curves (the last
+                # point is where it ended) and its end state
                 batch = [
-                    Metric(key, float(point[field]), ts, int(point["revealed"]))
+                    Metric(f"oracle.{key}", float(point[key]), ts, int(point["revealed"]))
                     for point in result["curve"]
-                    for key, field in (
-                        ("accuracy", "accuracy"),
-                        ("miou", "miou"),
-                        ("revealed_fraction", "revealed_fraction"),
-                    )
+                    for key in IMAGE_CURVES
                 ]
-                batch += [
-                    Metric(f"final_{k}", float(result["summary"][k]), ts, 0)
-                    for k in ("revealed", "revealed_pct", "accuracy", "miou", "rounds")
-                ]
+                final = {**result["summary"], "revealed_px": result["summary"]["revealed"]}
+                batch += [Metric(f"oracle.{k}", float(final[k]), ts, 0) for k in IMAGE_FINAL]
                 if (took := layout.logs / "oracle" / f"{s['id']}.json").is_file():
-                    batch.append(Metric("final_seconds", float(read_json(took)["seconds"]), ts, 0))
+                    batch.append(Metric("oracle.seconds", float(read_json(took)["seconds"]), ts, 0))
                 client.log_batch(
                     child.info.run_id,
                     metrics=batch,
@@ -215,17 +235,9 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
                     ],
                 )
                 # the parent's budget keys, so image runs can be filtered and compared across runs
-                mlflow.set_tags(
-                    {
-                        "howlow.kind": "image",
-                        "dataset": params.dataset_name,
-                        "strategy": params.oracle.strategy,
-                        "target": f"{params.oracle.target_accuracy:g}",
-                        "seed": str(params.oracle.seed),
-                    }
-                )
-            if i % 50 == 0:
-                print(f"[track] {i}/{len(summaries)} image runs", file=sys.stderr, flush=True)
+                mlflow.set_tags({"howlow.kind": "image", **budget_tags(params)})
+            bar.update()
+        bar.close()
         mlflow.log_artifacts(str(Path(eval_dir) / "figures"), artifact_path="figures")
         mlflow.log_artifact(str(Path(eval_dir) / "metrics.json"))
         prepared = load_prepared(layout.prepared)
@@ -246,30 +258,34 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
                 registered_model(params, source), "current", str(info.registered_model_version)
             )
         run_id = parent.info.run_id
+    set_budget_view(mlflow, parent.info.experiment_id, params)
     out = {
         "run_id": run_id,
         "run_name": run_name(params),
         "experiment": params.tracking.experiment,
         "tracking_uri": tracking_uri(params),
         "image_runs": len(summaries),
+        "ui_page": budget_view_path(parent.info.experiment_id),
     }
-    print(f"[track] MLflow run {run_name(params)} ({run_id}) in {out['tracking_uri']}", file=sys.stderr)
+    log.info("MLflow run %s (%s) in %s", run_name(params), run_id, out["tracking_uri"])
+    log.info("in `mlflow ui`, the runs table with the budget's columns: <its address>/%s", out["ui_page"])
     return out
 
 
 SOURCES = ("full", "pseudo", "confident", "sparse", "random", "random_pseudo")  # the label sources
+# budgets.csv: the run's keys, then its numbers under their names (howlow.names)
 COMPARE_COLUMNS = [
     "run",
     "dataset",
     "strategy",
     "target",
     "seed",
-    "images",
-    "mean_revealed_pct",
-    "mean_revealed_px",
-    "reached_fraction",
-    "pseudo_accuracy",
     "status",
+    "oracle.images",
+    "oracle.mean_revealed_pct",
+    "oracle.mean_revealed_px",
+    "oracle.reached_fraction",
+    "pseudolabel.mean_accuracy",
 ]
 
 
@@ -300,28 +316,27 @@ def compare(params: Params, out_dir: Path) -> dict:
                 "strategy": p.get("oracle.strategy", ""),
                 "target": float(p.get("oracle.target_accuracy", "nan")),
                 "seed": p.get("oracle.seed", ""),
-                "images": int(m.get("oracle.images", 0)),
-                "mean_revealed_pct": m.get("oracle.mean_revealed_pct"),
-                "mean_revealed_px": m.get("oracle.mean_revealed_px"),
-                "reached_fraction": m.get("oracle.reached_fraction"),
-                "pseudo_accuracy": m.get("pseudo.mean_accuracy"),
                 "status": r.info.status,
-                **{f"{k}.{s}": m.get(f"{s}.{k}") for s in SOURCES for k in ("annotated_pct", "miou")},
+                **{k: m.get(k) for k in COMPARE_COLUMNS[6:]},
+                **{f"dataset.{s}.{k}": m.get(f"dataset.{s}.{k}") for s in SOURCES for k in ("annotated_pct", "miou")},
             }
         )
     rows.sort(key=lambda r: (r["dataset"], r["strategy"], r["target"], str(r["seed"])))
     if not rows:
         print(f"no pipeline runs in experiment {params.tracking.experiment!r} at {tracking_uri(params)}")
         return {"runs": 0}
-    header = f"{'run':38} {'target':>6} {'imgs':>5} {'revealed %':>10} {'pixels':>8} {'reached':>7} {'pseudo acc':>10}"
-    print(header)
+    width = max(len("run"), *(len(r["run"]) for r in rows))  # whole names: they say the budget
+    print(
+        f"{'run':{width}} {'target':>6} {'imgs':>5} {'revealed %':>10} {'pixels':>8} {'reached':>7} {'pseudo acc':>10}"
+    )
     for r in rows:
         print(
-            f"{r['run'][:38]:38} {r['target']:6.3f} {r['images']:5d} {r['mean_revealed_pct'] or 0:10.4f} "
-            f"{r['mean_revealed_px'] or 0:8.1f} {r['reached_fraction'] or 0:7.2f} {r['pseudo_accuracy'] or 0:10.4f}"
+            f"{r['run']:{width}} {r['target']:6.3f} {r['oracle.images'] or 0:5.0f} "
+            f"{r['oracle.mean_revealed_pct'] or 0:10.4f} {r['oracle.mean_revealed_px'] or 0:8.1f} "
+            f"{r['oracle.reached_fraction'] or 0:7.2f} {r['pseudolabel.mean_accuracy'] or 0:10.4f}"
         )
-    present = [s for s in SOURCES if any(r[f"miou.{s}"] is not None for r in rows)]
-    columns = COMPARE_COLUMNS + [f"{k}.{s}" for s in present for k in ("annotated_pct", "miou")]
+    present = [s for s in SOURCES if any(r[f"dataset.{s}.miou"] is not None for r in rows)]
+    columns = COMPARE_COLUMNS + [f"dataset.{s}.{k}" for s in present for k in ("annotated_pct", "miou")]
     write_csv(Path(out_dir) / "budgets.csv", [{k: r[k] for k in columns} for r in rows], columns)
     compare_figure(rows, Path(out_dir) / "budgets.png")
     print(f"table: {out_dir}/budgets.csv, plot: {out_dir}/budgets.png")

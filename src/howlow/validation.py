@@ -4,6 +4,11 @@ Reads `manifest.csv` (one row per image) and `class_pixels.csv` from `data/prepa
 expectation suite on each, writes `reports/validation/summary.json` and GX Data Docs
 (`reports/validation/docs/index.html`), and raises `ValidationFailed` naming every broken rule with
 the files that break it (the user's original files where the data set came from a folder).
+
+Each validation is a named GX run, `<dataset>-<digest of data/prepared>`, on the data assets
+`manifest` and `class_pixels` of the data source `prepared`. The stage keeps every run's results in
+`logs/validation/` (GX's validation results store; DVC empties `reports/validation` before the
+stage runs, so the history lives outside it), and the Data Docs index lists them all, newest first.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import MANIFEST_COLUMNS, SPLITS
+from .data import MANIFEST_COLUMNS, SPLITS, dataset_digest
 from .io import VOID, DataError, read_json, write_json
 from .params import Params
 
@@ -179,34 +184,47 @@ def _read(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable CSV table ({exc}); run the prepare stage again") from None
 
 
-def _run_gx(tables: dict[str, pd.DataFrame], all_rules: list[Rule], docs_dir: Path) -> dict[str, dict]:
-    """Run one suite per table in an in-memory GX context and build Data Docs into docs_dir.
+def _run_gx(
+    tables: dict[str, pd.DataFrame], all_rules: list[Rule], docs_dir: Path, run_name: str, history: Path | None
+) -> dict[str, dict]:
+    """Run one suite per table, as GX run `run_name`, and build Data Docs into docs_dir.
 
-    Returns {rule name: GX result as a dict}. In-memory: no `gx/` project folder lands anywhere.
+    Returns {rule name: GX result as a dict}. The context lives in memory (no `gx/` project folder
+    lands anywhere) but for its validation results, kept in `history` when given, so the Data Docs
+    list every earlier run there too.
     """
+    import datetime
+
     import great_expectations as gx
     import great_expectations.expectations as gxe
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
         ProgressBarsConfig,
     )
+    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
 
     site = {
         "class_name": "SiteBuilder",
         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     }
+    stores = InMemoryStoreBackendDefaults()
+    if history is not None:
+        results_store = stores.stores[stores.validation_results_store_name]
+        results_store["store_backend"] = {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(history)}
     context = gx.get_context(
         mode="ephemeral",
         project_config=DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            store_backend_defaults=stores,
             data_docs_sites={"local_site": site},
             analytics_enabled=False,
             progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
         ),
     )
     source = context.data_sources.add_pandas("prepared")
+    run_id = RunIdentifier(run_name=run_name, run_time=datetime.datetime.now(datetime.UTC))
     results = {}
     for table, df in tables.items():
         batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
@@ -217,7 +235,19 @@ def _run_gx(tables: dict[str, pd.DataFrame], all_rules: list[Rule], docs_dir: Pa
                 suite.add_expectation(expectation)
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch, suite=suite))
         # COMPLETE: every offending row's pandas index, not the first 20
-        run = definition.run(batch_parameters={"dataframe": df}, result_format="COMPLETE")
+        run = definition.run(batch_parameters={"dataframe": df}, result_format="COMPLETE", run_id=run_id)
+        # GX's validation page reads the asset's name from the batch spec, which an in-memory
+        # DataFrame's lacks ("Data asset: None"): store the result again with it
+        run.meta["batch_spec"]["data_asset_name"] = f"prepared.{table}"
+        store = context.validation_results_store
+        (key,) = [
+            k
+            for k in store.list_keys()
+            if isinstance(k, ValidationResultIdentifier)
+            and k.run_id == run_id
+            and k.expectation_suite_identifier.name == table
+        ]
+        store.set(key, run)
         for r in run.results:
             assert r.expectation_config is not None and r.expectation_config.meta is not None
             results[r.expectation_config.meta["rule"]] = r.to_json_dict()
@@ -286,8 +316,9 @@ def _writable(folder: Path) -> None:
         raise DataError(f"{folder}: cannot write the validation report there ({exc.strerror})") from None
 
 
-def validate(params: Params, prepared: Path, report_dir: Path) -> dict:
-    """Validate `prepared` with GX; write summary.json and Data Docs to `report_dir`.
+def validate(params: Params, prepared: Path, report_dir: Path, history: Path | None = None) -> dict:
+    """Validate `prepared` with GX; write summary.json and Data Docs to `report_dir`; keep GX's
+    validation results in `history` (the stage: logs/validation) when given, one run per call.
 
     Returns the summary dict on success; raises ValidationFailed (a DataError) listing each broken
     rule and the offending files, after writing the same report.
@@ -304,11 +335,13 @@ def validate(params: Params, prepared: Path, report_dir: Path) -> dict:
     all_rules = _rules(params, n_classes)
 
     _writable(report_dir)  # before GX, which would log pages of tracebacks first
-    # Docs are built next to their final place and swapped in, so a crash never leaves half a site
-    # and old runs' pages never linger in the index.
+    if history is not None:
+        _writable(history)
+    # Docs are built next to their final place and swapped in, so a crash never leaves half a site.
     docs, tmp_docs = report_dir / "docs", report_dir / ".docs.tmp"
     shutil.rmtree(tmp_docs, ignore_errors=True)
-    results = _run_gx(tables, all_rules, tmp_docs.resolve())
+    run_name = f"{params.dataset_name}-{dataset_digest(prepared)[:8]}"
+    results = _run_gx(tables, all_rules, tmp_docs.resolve(), run_name, None if history is None else history.resolve())
     shutil.rmtree(docs, ignore_errors=True)
     tmp_docs.rename(docs)
 
@@ -334,6 +367,8 @@ def validate(params: Params, prepared: Path, report_dir: Path) -> dict:
         "n_classes": n_classes,
         "failed": [e["name"] for e in failed],
         "docs": str(docs / "index.html"),
+        "gx_run": run_name,
+        "history": None if history is None else str(history),
         "expectations": expectations,
     }
     write_json(report_dir / "summary.json", summary)

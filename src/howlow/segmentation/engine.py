@@ -9,7 +9,7 @@ stopped (same device and thread count).
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ from torch import nn
 
 from ..io import VOID, save_torch
 from ..metrics import confusion
+
+log = logging.getLogger(__name__)
 
 
 def train_one_epoch(
@@ -106,12 +108,10 @@ def resume(
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a checkpoint is only a cache: start over rather than fail
-        print(f"{path}: unreadable checkpoint ({exc}); training from the start", file=sys.stderr, flush=True)
+        log.warning("%s: unreadable checkpoint (%s); training from the start", path, exc)
         return None
     if ckpt.get("fingerprint") != fingerprint:
-        print(
-            f"{path}: checkpoint of other params, images or code; training from the start", file=sys.stderr, flush=True
-        )
+        log.warning("%s: checkpoint of other params, images or code; training from the start", path)
         return None
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])

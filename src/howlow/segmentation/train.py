@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from ..console import Progress
 from ..data import Prepared
 from ..io import VOID, save_torch, write_json
 from ..layout import Layout
@@ -68,6 +68,8 @@ __all__ = [
     "train_one_epoch",
     "train_source",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_path(out_dir: Path, source: str) -> Path:
@@ -149,17 +151,9 @@ def train_source(
     start, history, epoch_seconds = (ckpt["epoch"], ckpt["history"], ckpt["epoch_seconds"]) if ckpt else (0, [], [])
     seconds = epoch_seconds[-1] if epoch_seconds else 0.0
     if ckpt:
-        print(f"[train {source}] resuming after epoch {start}/{t.epochs} from {ckpt_path}", file=sys.stderr, flush=True)
+        log.info("%s: resuming after epoch %d/%d from %s", source, start, t.epochs, ckpt_path)
 
-    # a progress bar on a terminal; a line every 10 % of the epochs in logs (DVC, Prefect, CI)
-    bar = tqdm(
-        total=t.epochs,
-        initial=start,
-        desc=f"train {source}",
-        unit="epoch",
-        file=sys.stderr,
-        disable=not sys.stderr.isatty(),
-    )
+    bar = Progress(log, f"train {source}", t.epochs, "epoch", initial=start)
     for epoch in range(start, t.epochs):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
@@ -186,15 +180,9 @@ def train_source(
             history=history,
             epoch_seconds=epoch_seconds,
         )
-        bar.update()
-        bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if bar.disable and ((epoch + 1) % max(1, t.epochs // 10) == 0 or epoch + 1 == t.epochs):
-            val = "" if row["val_miou"] is None else f", val mIoU {row['val_miou']:.4f}"
-            print(
-                f"[train {source}] epoch {epoch + 1}/{t.epochs} loss {row['loss']:.4f}{val} ({seconds:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+        val = "" if row["val_miou"] is None else f", val mIoU {row['val_miou']:.4f}"
+        log.debug("%s: epoch %d/%d loss %.4f%s", source, epoch + 1, t.epochs, row["loss"], val)
+        bar.update(f"loss {row['loss']:.4f}{val}")
     bar.close()
 
     losses = [r["loss"] for r in history]

@@ -1,7 +1,10 @@
 """Stage `evaluate`: val-split metrics per label source, plot data for `dvc plots`, and figures.
 
 Outputs in `eval/`:
-  metrics.json                    oracle budget, pseudo-label quality, per-source mIoU / accuracy / IoU
+  metrics.json                    the headline numbers (DVC metrics): oracle budget, pseudo-label
+                                  quality, each source's val mIoU and annotated %
+  details.json                    the rest of the same tree: medians, pixel accuracy, per-class IoU,
+                                  share of full (howlow.names: one name per number)
   plots/miou_by_source.csv        val mIoU and annotation % per label source
   plots/oracle_curves.csv         (written by the oracle stage) revealed % vs accuracy per image
   figures/budget_curves.png       accuracy against revealed % for every image
@@ -11,15 +14,18 @@ Outputs in `eval/`:
 
 from __future__ import annotations
 
-import sys
+import logging
 
 from ..data import load_prepared
 from ..io import read_csv, read_json, write_csv, write_json
 from ..layout import Layout
+from ..names import split
 from ..params import Params
 from ..plots import budget_figure, oracle_figure, sources_figure
 from ..segmentation.train import evaluate_source
 from .oracle import annotated_ids, use_runtime
+
+log = logging.getLogger(__name__)
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -41,18 +47,19 @@ def run(params: Params, layout: Layout) -> dict:
                 "annotated_pct": round(info["annotated_pct"], 5),
             }
         )
-        print(
-            f"[evaluate] {source}: val mIoU {m['miou']:.4f}, accuracy {m['pixel_accuracy']:.4f}, "
-            f"{info['annotated_pct']:.3f} % labelled",
-            file=sys.stderr,
-            flush=True,
+        log.info(
+            "%s: val mIoU %.4f, pixel accuracy %.4f, %.3f %% annotated",
+            source,
+            m["miou"],
+            m["pixel_accuracy"],
+            info["annotated_pct"],
         )
     if "full" in dataset:
         for m in dataset.values():
             m["miou_pct_of_full"] = 100.0 * m["miou"] / dataset["full"]["miou"] if dataset["full"]["miou"] else None
     metrics = {
         "oracle": totals,
-        "pseudo": {"mean_accuracy": pseudo["mean_accuracy"], "mean_miou": pseudo["mean_miou"]},
+        "pseudolabel": {"mean_accuracy": pseudo["mean_accuracy"], "mean_miou": pseudo["mean_miou"]},
         "dataset": dataset,
     }
     write_csv(layout.plots / "miou_by_source.csv", rows)
@@ -65,5 +72,7 @@ def run(params: Params, layout: Layout) -> dict:
     oracle_ids = set(annotated_ids(layout))
     for row in [r for r in prepared.split("train") if r["id"] in oracle_ids][: params.evaluate.n_figures]:
         oracle_figure(prepared, row, layout.oracle, layout.pseudo, layout.figures / f"oracle_{row['id']}.png")
-    write_json(layout.eval / "metrics.json", metrics)
+    headline, details = split(metrics)
+    write_json(layout.eval / "details.json", details)
+    write_json(layout.eval / "metrics.json", headline)
     return metrics

@@ -15,20 +15,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..console import Progress
 from ..data import Prepared, load_prepared
 from ..io import VOID, DataError, read_csv, read_json, save_torch, write_csv, write_json
 from ..layout import Layout
 from ..oracle import OracleRun, image_seed, run_oracle_many
 from ..params import Params, ParamsError
+
+log = logging.getLogger(__name__)
 
 
 def use_runtime(params: Params) -> None:
@@ -233,20 +236,38 @@ def annotated_ids(layout: Layout) -> list[str]:
 
 
 def run(params: Params, layout: Layout) -> dict:
-    """The Oracle over every training image, with progress on stderr."""
+    """The Oracle over every training image: a progress bar with ETA on a terminal, a line every tenth
+    of the images elsewhere; each image's result at debug level (`howlow -v oracle`)."""
     use_runtime(params)
     prepared = load_prepared(layout.prepared)
     ids = image_ids(params, prepared)
     start(layout.oracle)
-    count = iter(range(1, len(ids) + 1))
+    bar = Progress(log, "oracle", len(ids), "image")
 
     def progress(s: dict, seconds: float | None) -> None:
         took = "done before" if seconds is None else f"{seconds:.1f} s"
-        print(
-            f"[oracle {next(count)}/{len(ids)}] {s['id']}: {s['revealed']} px ({s['revealed_pct']:.3f} %), "
-            f"acc {s['accuracy']:.4f} {'reached' if s['reached'] else 'NOT reached'}, {took}",
-            file=sys.stderr,
-            flush=True,
+        log.debug(
+            "%s: %d px (%.3f %%), accuracy %.4f %s, %s",
+            s["id"],
+            s["revealed"],
+            s["revealed_pct"],
+            s["accuracy"],
+            "reached" if s["reached"] else "NOT reached",
+            took,
         )
+        bar.update(f"{s['id']} {s['revealed']} px", fresh=seconds is not None)
 
-    return finish(oracle_images(params, ids, prepared, layout, progress), layout)
+    try:
+        summaries = oracle_images(params, ids, prepared, layout, progress)
+    finally:
+        bar.close()
+    totals = finish(summaries, layout)
+    log.info(
+        "oracle: %d images, mean %.4f %% revealed (%.1f px), %.0f %% reached %g",
+        totals["images"],
+        totals["mean_revealed_pct"],
+        totals["mean_revealed_px"],
+        100 * totals["reached_fraction"],
+        params.oracle.target_accuracy,
+    )
+    return totals

@@ -7,11 +7,12 @@ Outputs in `data/pseudo/`: `<id>.png` (class ids), `<id>_conf.png` (max softmax 
 
 from __future__ import annotations
 
-import sys
+import logging
 
 import numpy as np
 import torch
 
+from ..console import Progress
 from ..data import Prepared, load_prepared
 from ..io import write_json, write_png
 from ..layout import Layout
@@ -20,6 +21,8 @@ from ..oracle import Scorer, oracle_network
 from ..oracle.features import pixel_features
 from ..params import Params
 from .oracle import annotated_ids, load_result, use_runtime
+
+log = logging.getLogger(__name__)
 
 
 def predict_image(
@@ -55,11 +58,12 @@ def run(params: Params, layout: Layout) -> dict:
     prepared = load_prepared(layout.prepared)
     ids = annotated_ids(layout)
     rows = []
-    for i, image_id in enumerate(ids, 1):
+    bar = Progress(log, "pseudolabel", len(ids), "image")
+    for image_id in ids:
         rows.append(pseudolabel_image(params, image_id, prepared, layout))
-        print(
-            f"[pseudolabel {i}/{len(ids)}] {image_id}: accuracy {rows[-1]['accuracy']:.4f}", file=sys.stderr, flush=True
-        )
+        log.debug("%s: accuracy %.4f", image_id, rows[-1]["accuracy"])
+        bar.update(f"{image_id} accuracy {rows[-1]['accuracy']:.4f}")
+    bar.close()
     metrics = {
         "images": len(rows),
         "mean_accuracy": float(np.mean([r["accuracy"] for r in rows])),

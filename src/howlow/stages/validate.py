@@ -1,4 +1,6 @@
-"""Stage `validate`: Great Expectations checks of `data/prepared/` into `reports/validation/`."""
+"""Stage `validate`: Great Expectations checks of `data/prepared/` into `reports/validation/`; every
+run's GX results are kept in `logs/validation/` (outside DVC's outputs), so the Data Docs show the
+history."""
 
 from __future__ import annotations
 
@@ -8,4 +10,4 @@ from ..validation import validate
 
 
 def run(params: Params, layout: Layout) -> dict:
-    return validate(params, layout.prepared, layout.validation)
+    return validate(params, layout.prepared, layout.validation, layout.logs / "validation")
