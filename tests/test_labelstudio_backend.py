@@ -17,7 +17,6 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-import torch
 
 from conftest import howlow, write_params
 from howlow.io import read_json, read_label
@@ -59,8 +58,12 @@ def params(project: Path, *overrides: str):
 
 
 @pytest.fixture(scope="module")
-def backend(project):
-    app = create_app(params(project), Layout(project))
+def app(project):
+    return create_app(params(project), Layout(project))
+
+
+@pytest.fixture(scope="module")
+def backend(app):
     with running(app, "127.0.0.1", free_port()) as url, httpx.Client(base_url=url, timeout=120) as client:
         yield client
 
@@ -177,16 +180,37 @@ def test_updates_warm_start_and_the_import_replays_them_into_the_pipeline(projec
     done = howlow("pseudolabel", cwd=project)
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(read_label(project / f"data/pseudo/{image}.png"), maps[-1])
-    # warm start: the last update continued the earlier ones (a fresh network on all five clicks differs)
+
+
+def test_an_update_trains_only_the_new_clicks_rounds_and_restarts_when_clicks_are_taken_back(project, app, backend):
+    image, label, ids = train_image(project, 1)
+    names = {v: k for k, v in ids.items()}
+    clicks = clicks_of(label, 4, seed=5)
+    results = [keypoint_result(y, x, names[label[y, x]], label.shape) for y, x in clicks]
+
+    def ask(rs: list) -> np.ndarray:
+        r = backend.post("/predict", json=request(project, 55, image, rs))
+        assert r.status_code == 200, r.text
+        return label_map(r.json()["results"][0]["result"], ids)
+
+    def steps() -> list[float]:
+        return app.state.sessions.items[55].resume["adam"]["t"][0].tolist()
+
+    ask(results[:2])
+    assert steps() == [2 * 30]  # two clicks, two rounds
+    last = ask(results)
+    assert steps() == [4 * 30]  # warm-started: the two new clicks' rounds only
+    np.testing.assert_array_equal(ask(results), last)
+    assert steps() == [4 * 30]  # the same clicks again: nothing trained
+    taken_back = ask(results[:1] + results[2:])  # the second keypoint deleted: every round anew
+    assert steps() == [3 * 30]
     p = params(project).oracle.model_copy(update={"steps_per_round": 30})
     from howlow.io import read_image
 
     path = project / f"data/prepared/train/images/{image}.png"
-    session = open_session(path, read_image(path), p)
-    update(session, np.array([[y, x, label[y, x]] for y, x in yx]), p, len(ids))
-    assert session.resume is not None
-    last = torch.load(project / f"data/oracle/{image}.pt", weights_only=True)
-    assert not all(torch.equal(v, session.resume["model"][k]) for k, v in last.items())
+    kept = [clicks[0], *clicks[2:]]
+    want, _ = update(open_session(path, read_image(path), p), np.array([[y, x, label[y, x]] for y, x in kept]), p, 6)
+    np.testing.assert_array_equal(taken_back, want)
 
 
 BAD = [

@@ -7,6 +7,8 @@ The benchmark and the Label Studio tests drive the backend with it.
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 
 from ..io import VOID
@@ -28,6 +30,7 @@ def keypoint_result(y: int, x: int, name: str, shape: tuple[int, int], tag: str 
     """The keypoint region Label Studio records for a click on pixel (y, x): its centre in percent."""
     h, w = shape
     return {
+        "id": uuid.uuid4().hex[:10],
         "type": "keypointlabels",
         "from_name": tag,
         "to_name": image,

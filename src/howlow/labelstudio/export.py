@@ -3,8 +3,9 @@
 Each annotated task's keypoints become revealed pixels [y, x, class, round] in click order, one
 round per click (one click, one backend update), and its per-image network is trained again on
 them as the backend trained it: the Oracle's engine replaying the rounds with
-`labelstudio.steps_per_update` steps each, from the image's Oracle seed (so, when no pixel was
-clicked twice, the same network the person saw last). data/oracle then holds what the `oracle` stage
+`labelstudio.steps_per_update` steps each, from the image's Oracle seed: the network the person saw
+last (howlow.labelstudio.session; bit for bit with `runtime.oracle_batch: 1`, to float rounding when
+images train batched). data/oracle then holds what the `oracle` stage
 writes (<id>.json, <id>.pt, summary.csv, totals.json with the human budget), and `howlow
 pseudolabel`, `train`, `evaluate` and `track` run on the person's clicks.
 """

@@ -1,18 +1,21 @@
 """One task's per-image network, trained on the person's clicks by the Oracle's engine.
 
-Each update trains the network `labelstudio.steps_per_update` steps on every click so far, as one
-Oracle round (howlow.oracle.replay.PropagateState, the engine's `run_recipe`), warm-started where the
-task's previous update stopped (weights and Adam moments), and reads the prediction with the Oracle's
-scorer. So the updates of a session, one click each, are the rounds that `label-studio-import`
-replays: the pipeline's pseudo-label is what the person saw. Sessions live in memory, the least
-recently used dropped beyond `labelstudio.cache_tasks`.
+A task's network is a function of its clicks in order: one Oracle round per click, each training
+`labelstudio.steps_per_update` steps on every click up to it (howlow.oracle.replay.PropagateState, the
+engine's `run_recipe`), from the image's Oracle seed; the prediction is read by the Oracle's scorer.
+A session keeps where its last update left the network (weights and Adam moments, engine.Job.resume)
+and the clicks it had, so an update that adds clicks trains only their rounds, warm-started. Clicks
+that are no continuation (a keypoint deleted or relabelled, another annotator) replay every round
+from the start. `label-studio-import` replays the same rounds, so the pipeline's pseudo-label is
+the map the person saw last. Sessions live in memory, the least recently used dropped beyond
+`labelstudio.cache_tasks`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +37,9 @@ class Session:
     features: torch.Tensor
     scorer: Scorer
     seed: int
+    clicks: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # trained on so far
     resume: dict | None = None  # where the last update left the network (engine.Job.resume)
-    updates: int = 0
+    last: tuple[np.ndarray, np.ndarray] | None = None  # the last update's (labels, confidence)
 
 
 def open_session(path: Path, image: np.ndarray, p: OracleParams) -> Session:
@@ -54,15 +58,22 @@ def open_session(path: Path, image: np.ndarray, p: OracleParams) -> Session:
 def update(
     session: Session, clicks: np.ndarray, p: OracleParams, n_classes: int, device: str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Train on the clicks ((n, 3) [y, x, class], n >= 1) for one round of `p.steps_per_round` steps;
-    (labels uint8 (H, W), confidence float32 (H, W)) as the Oracle's scorer reads the prediction."""
+    """The network after the clicks ((n, 3) [y, x, class] in click order, n >= 1; one per pixel, a
+    pixel clicked again taking the later class), `p.steps_per_round` steps per click: (labels uint8
+    (H, W), confidence float32 (H, W)) as the Oracle's scorer reads its prediction."""
     clicks = unique_pixels(clicks)
-    flat = clicks[:, 0] * session.shape[1] + clicks[:, 1]
-    state = PropagateState(session.shape, [(flat, clicks[:, 2])], {0: "update"}, session.scorer)
+    k = len(session.clicks)
+    if k > len(clicks) or not np.array_equal(clicks[:k], session.clicks):
+        k, session.resume, session.last = 0, None, None  # no continuation: from the start
+    if k == len(clicks) and session.last is not None:
+        return session.last  # the same clicks again (the editor reloaded)
+    flat, cls = clicks[:, 0] * session.shape[1] + clicks[:, 1], clicks[:, 2]
+    rounds = [(flat[: r + 1], cls[: r + 1]) for r in range(k, len(clicks))]
+    state = PropagateState(session.shape, rounds, {len(rounds) - 1: "update"}, session.scorer)
     job = Job(str(session.path), session.features, session.seed, state, resume=session.resume)
     run_recipe([job], p, n_classes, 1, device=device)
-    session.resume, session.updates = job.resume, session.updates + 1
-    return state.out["update"]
+    session.clicks, session.resume, session.last = clicks, job.resume, state.out["update"]
+    return session.last
 
 
 class Sessions:
