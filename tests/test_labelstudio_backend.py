@@ -141,8 +141,9 @@ def test_an_update_returns_the_scored_label_map_as_brush_masks(project, backend)
 
 
 def test_updates_warm_start_and_the_import_replays_them_into_the_pipeline(project, backend):
-    """One click per update, each training the network where the previous update left it; the
-    export's clicks imported and pseudo-labelled give the very map the person saw last."""
+    """One click per update, sent alone as Label Studio's editor sends it, each training the network
+    where the previous update left it; the export's clicks imported and pseudo-labelled give the very
+    map the person saw last."""
     image, label, ids = train_image(project, 0)
     names = {v: k for k, v in ids.items()}
     rng, clicked, pred, results = np.random.default_rng(3), np.zeros(label.shape, bool), None, []
@@ -152,7 +153,7 @@ def test_updates_warm_start_and_the_import_replays_them_into_the_pipeline(projec
         clicked[y, x] = True
         yx.append((y, x))
         results.append(keypoint_result(y, x, names[label[y, x]], label.shape))
-        r = backend.post("/predict", json=request(project, 7, image, results))
+        r = backend.post("/predict", json=request(project, 7, image, results[-1:]))
         assert r.status_code == 200, r.text
         pred = label_map(r.json()["results"][0]["result"], ids)
         maps.append(pred)
@@ -182,11 +183,15 @@ def test_updates_warm_start_and_the_import_replays_them_into_the_pipeline(projec
     np.testing.assert_array_equal(read_label(project / f"data/pseudo/{image}.png"), maps[-1])
 
 
-def test_an_update_trains_only_the_new_clicks_rounds_and_restarts_when_clicks_are_taken_back(project, app, backend):
+def test_an_update_trains_only_the_new_clicks_rounds_and_replays_when_a_click_changed(project, app, backend):
     image, label, ids = train_image(project, 1)
     names = {v: k for k, v in ids.items()}
-    clicks = clicks_of(label, 4, seed=5)
+    clicks = clicks_of(label, 5, seed=5)
     results = [keypoint_result(y, x, names[label[y, x]], label.shape) for y, x in clicks]
+    p = params(project).oracle.model_copy(update={"steps_per_round": 30})
+    from howlow.io import read_image
+
+    path = project / f"data/prepared/train/images/{image}.png"
 
     def ask(rs: list) -> np.ndarray:
         r = backend.post("/predict", json=request(project, 55, image, rs))
@@ -196,21 +201,32 @@ def test_an_update_trains_only_the_new_clicks_rounds_and_restarts_when_clicks_ar
     def steps() -> list[float]:
         return app.state.sessions.items[55].resume["adam"]["t"][0].tolist()
 
-    ask(results[:2])
-    assert steps() == [2 * 30]  # two clicks, two rounds
-    last = ask(results)
-    assert steps() == [4 * 30]  # warm-started: the two new clicks' rounds only
-    np.testing.assert_array_equal(ask(results), last)
-    assert steps() == [4 * 30]  # the same clicks again: nothing trained
-    taken_back = ask(results[:1] + results[2:])  # the second keypoint deleted: every round anew
-    assert steps() == [3 * 30]
-    p = params(project).oracle.model_copy(update={"steps_per_round": 30})
-    from howlow.io import read_image
+    def fresh(kept: list) -> np.ndarray:
+        return update(open_session(path, read_image(path), p), np.array([[y, x, label[y, x]] for y, x in kept]), p, 6)[
+            0
+        ]
 
-    path = project / f"data/prepared/train/images/{image}.png"
-    kept = [clicks[0], *clicks[2:]]
-    want, _ = update(open_session(path, read_image(path), p), np.array([[y, x, label[y, x]] for y, x in kept]), p, 6)
-    np.testing.assert_array_equal(taken_back, want)
+    ask(results[:2])  # an API caller may send every keypoint so far
+    assert steps() == [2 * 30]  # two clicks, two rounds
+    last = ask(results[:4])
+    assert steps() == [4 * 30]  # warm-started: the two new clicks' rounds only
+    np.testing.assert_array_equal(ask(results[3:4]), last)
+    assert steps() == [4 * 30]  # a keypoint it has already: nothing trained
+    # the person deletes the second keypoint and submits: Label Studio's webhook says what is kept
+    kept = results[:1] + results[2:4]
+    r = backend.post(
+        "/webhook", json={"action": "ANNOTATION_UPDATED", "task": {"id": 55}, "annotation": {"result": kept}}
+    )
+    assert r.status_code == 200
+    got = ask(results[4:])  # the next keypoint: every round anew, without the deleted one
+    assert steps() == [4 * 30]
+    np.testing.assert_array_equal(got, fresh([clicks[0], *clicks[2:]]))
+    moved = {**results[0], "value": {**results[0]["value"], "x": results[0]["value"]["x"] / 2}}
+    y0, x0 = clicks[0][0], int(moved["value"]["x"] * label.shape[1] / 100)
+    moved["value"]["keypointlabels"] = [names[label[y0, x0]]]
+    got = ask([moved])  # the first keypoint moved: its id keeps its place, every round anew
+    assert steps() == [4 * 30]
+    np.testing.assert_array_equal(got, fresh([(y0, x0), *clicks[2:]]))
 
 
 BAD = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,7 @@ from howlow.params import load_params
 from test_labelstudio_backend import PROJECT, free_port
 
 VENV = ROOT / studio.VENV
+AUTH = ("annotator", secrets.token_hex(8))  # the backend's basic auth
 INSTALLED = (VENV / "bin" / "label-studio").is_file()
 # CI installs Label Studio and sets this: there a missing install fails instead of skipping
 if os.environ.get("HOWLOW_REQUIRE_LABEL_STUDIO") and not INSTALLED:
@@ -55,7 +57,7 @@ def live(tmp_path_factory):
         done = howlow(cmd, cwd=folder)
         assert done.returncode == 0, done.stderr
     params = load_params(folder / "params.yaml")
-    auth = ("annotator", secrets.token_hex(8))
+    auth = AUTH
     token = secrets.token_hex(20)
     port = free_port()
     proc = studio.start(VENV, folder, tmp_path_factory.mktemp("ls-data"), port, "t@howlow.invalid", "pw-123456", token)
@@ -69,7 +71,7 @@ def live(tmp_path_factory):
             project, ml = studio.make_project(
                 client, "howlow test", config, folder / "data/prepared/train/images", backend, auth
             )
-            yield folder, client, project, ml
+            yield folder, client, project, ml, app, backend
     finally:
         proc.terminate()
         proc.wait(60)
@@ -80,7 +82,11 @@ def tasks_by_image(client, project: int) -> dict[str, object]:
 
 
 def test_label_studio_asks_the_backend_and_gets_its_map(live):
-    folder, client, project, ml = live
+    folder, client, _, _, _, backend = live
+    config = (folder / "data/labelstudio/config.xml").read_text()
+    images = folder / "data/prepared/train/images"
+    # a project of its own: its tasks' clicks stay apart from the simulated person's
+    project, ml = studio.make_project(client, "round trip", config, images, backend, AUTH)
     classes = read_json(folder / "data/prepared/classes.json")
     ids = {c["name"]: c["id"] for c in classes}
     tasks = tasks_by_image(client, project)
@@ -102,7 +108,7 @@ def test_label_studio_asks_the_backend_and_gets_its_map(live):
 def test_a_simulated_person_annotates_every_image_and_the_export_feeds_the_pipeline(live):
     """The Oracle's rule clicks through Label Studio until the target; the clicks per image stand
     beside the offline Oracle's; the export, imported, gives the pipeline the maps the person saw."""
-    folder, client, project, ml = live
+    folder, client, project, ml, app, _ = live
     params = load_params(folder / "params.yaml")
     classes = read_json(folder / "data/prepared/classes.json")
     tasks = tasks_by_image(client, project)
@@ -113,6 +119,13 @@ def test_a_simulated_person_annotates_every_image_and_the_export_feeds_the_pipel
         assert out["reached"], (image, out["curve"][-5:])
         submit(client, task.id, out["result"])
         seen[image] = out["prediction"]
+        # Label Studio's webhook (with the backend's basic auth) tells the backend what was submitted
+        kept = {r["id"] for r in out["result"] if r["type"] == "keypointlabels"}
+        for _ in range(100):
+            if set(app.state.sessions.items[task.id].points) == kept:
+                break
+            time.sleep(0.1)
+        assert set(app.state.sessions.items[task.id].points) == kept
         oracle = run_oracle(
             read_image(folder / f"data/prepared/train/images/{image}.png"),
             label,
@@ -137,7 +150,7 @@ def test_a_simulated_person_annotates_every_image_and_the_export_feeds_the_pipel
 
 
 def test_label_studio_reaches_the_backend_only_with_its_basic_auth(live):
-    _, client, _, ml = live
+    _, client, _, ml, _, _ = live
     backend = client.ml.get(ml).url
     assert httpx.get(f"{backend}/health").status_code == 401
     assert client.ml.get(ml).state in ("CO", "PR", "TR")  # connected with the auth it was given

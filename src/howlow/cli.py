@@ -76,6 +76,10 @@ COMMANDS = {
         "howlow.labelstudio.server:serve",
         "serve the Label Studio ML backend: a person's keypoints train the Oracle's per-image network",
     ),
+    "label-studio-up": (
+        "howlow.labelstudio.studio:up",
+        "the backend and Label Studio (.venv-ls) on 127.0.0.1, with a project of the training images",
+    ),
     "label-studio-import": (
         "howlow.labelstudio.export:run",
         "a Label Studio JSON export (labelstudio.export) as the Oracle's records in data/oracle",

@@ -269,6 +269,7 @@ class LabelStudioParams(_Group):
 
     host: str = Field(min_length=1)  # the backend listens here; 127.0.0.1: this machine only
     port: int = Field(ge=1, le=65535)
+    studio_port: int = Field(ge=1, le=65535, description="howlow label-studio-up: Label Studio's port")
     # training steps per interactive update (one click, one update): the Oracle's steps_per_round
     # for a person; howlow label-studio-import replays the clicks with the same steps
     steps_per_update: int = Field(ge=1)

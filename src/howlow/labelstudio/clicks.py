@@ -9,14 +9,17 @@ import numpy as np
 
 from .images import BadRequest
 
+Point = tuple[float, float, int]  # y %, x %, class
 
-def keypoints(results: object, tag: str | None, class_ids: dict[str, int]) -> list[tuple[float, float, int]]:
-    """(y %, x %, class) of the keypoints of control `tag` (None: any) in a list of Label Studio
-    results, in their order; other results (brush masks, other tags) are skipped. A malformed
-    keypoint or an unknown label raises BadRequest(422) naming it."""
+
+def keypoints(results: object, tag: str | None, class_ids: dict[str, int]) -> dict[str, Point]:
+    """Region id -> (y %, x %, class) of the keypoints of control `tag` (None: any) in a list of
+    Label Studio results, in their order (a result without id is named by its place and label);
+    other results (brush masks, other tags) are skipped. A malformed keypoint or an unknown label
+    raises BadRequest(422) naming it."""
     if not isinstance(results, list):
         raise BadRequest(422, "context.result: expected a list of results")
-    out = []
+    out: dict[str, Point] = {}
     for i, r in enumerate(results):
         if not isinstance(r, dict):
             raise BadRequest(422, f"context.result[{i}]: expected an object")
@@ -36,11 +39,16 @@ def keypoints(results: object, tag: str | None, class_ids: dict[str, int]) -> li
                 422, f"context.result[{i}]: unknown label {labels[0][:100]!r} (classes: {sorted(class_ids)})"
             )
         assert isinstance(x, (int, float)) and isinstance(y, (int, float))
-        out.append((float(y), float(x), class_ids[labels[0]]))
+        rid = r.get("id")
+        out[rid if isinstance(rid, str) and rid else f"{x},{y},{labels[0]}"] = (
+            float(y),
+            float(x),
+            class_ids[labels[0]],
+        )
     return out
 
 
-def to_pixels(points: list[tuple[float, float, int]], shape: tuple[int, int]) -> np.ndarray:
+def to_pixels(points: list[Point], shape: tuple[int, int]) -> np.ndarray:
     """(n, 3) [y, x, class]: the pixel under each keypoint of an image of `shape`."""
     h, w = shape
     rows = [[min(int(y * h / 100), h - 1), min(int(x * w / 100), w - 1), c] for y, x, c in points]

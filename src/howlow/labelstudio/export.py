@@ -80,7 +80,7 @@ def read_tasks(path: Path, ids: set[str], class_ids: dict[str, int]) -> dict[str
         if match[0] in out:
             raise DataError(f"{path}: task {task.get('id', i)}: image {match[0]} is annotated in two tasks")
         try:
-            out[match[0]] = keypoints(ann.get("result") or [], None, class_ids)
+            out[match[0]] = list(keypoints(ann.get("result") or [], None, class_ids).values())
         except BadRequest as exc:
             raise DataError(f"{path}: task {task.get('id', i)}: {exc}") from None
     return out

@@ -4,7 +4,7 @@
     POST /setup        checks the project's labelling config against classes.json; the model version
     POST /predict      tasks (+ params.context.result: the keypoints so far, in interactive mode): one
                        prediction per task, the label map as one RLE brush mask per class
-    POST /webhook      annotation events: a submitted task's session is dropped from memory
+    POST /webhook      annotation events: a submitted annotation's keypoints become its task's clicks
 
 Bad requests get a 4xx with one line saying why ({"error": ...}) and never reach the network; an
 update runs in a worker thread, so the server keeps answering while one trains. With
@@ -119,10 +119,14 @@ def create_app(params: Params, layout: Layout, auth: str | None = None) -> FastA
     @app.post("/webhook")
     async def webhook(request: Request) -> dict:
         data = await read_json(request, ls.max_request_bytes)
-        task = data.get("task")
-        if str(data.get("action", "")).startswith("ANNOTATION_") and isinstance(task, dict):
-            with sessions.lock:
-                sessions.items.pop(task.get("id"), None)  # type: ignore[arg-type]
+        task, annotation = data.get("task"), data.get("annotation")
+        if data.get("action") in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED") and isinstance(task, dict):
+            points = keypoints(
+                (annotation or {}).get("result") if isinstance(annotation, dict) else None, None, class_ids
+            )
+            with sessions.lock:  # the next update continues from the keypoints kept (deleted ones gone)
+                if (session := sessions.items.get(task.get("id"))) is not None:  # type: ignore[arg-type]
+                    session.points = points
         return {"status": "ok"}
 
     @app.post("/predict")
@@ -160,10 +164,12 @@ def create_app(params: Params, layout: Layout, auth: str | None = None) -> FastA
         except ValueError as exc:
             raise BadRequest(422, str(exc)) from None
 
-    def _update(task: int, path: Path, points: list, names: ConfigNames) -> dict:
+    def _update(task: int, path: Path, points: dict, names: ConfigNames) -> dict:
         with sessions.lock:
             session = sessions.get(task, path, lambda f: load_image(f, ls.max_image_pixels), p)
-            labels, conf = update(session, to_pixels(points, session.shape), p, len(classes), params.runtime.device)
+            session.points.update(points)
+            clicks = to_pixels(list(session.points.values()), session.shape)
+            labels, conf = update(session, clicks, p, len(classes), params.runtime.device)
         return {"result": brush_results(labels, classes, names), "score": float(conf.mean()), "model_version": version}
 
     app.state.sessions = sessions  # the tests read the backend's own output from here

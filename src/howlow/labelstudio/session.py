@@ -3,12 +3,13 @@
 A task's network is a function of its clicks in order: one Oracle round per click, each training
 `labelstudio.steps_per_update` steps on every click up to it (howlow.oracle.replay.PropagateState, the
 engine's `run_recipe`), from the image's Oracle seed; the prediction is read by the Oracle's scorer.
-A session keeps where its last update left the network (weights and Adam moments, engine.Job.resume)
-and the clicks it had, so an update that adds clicks trains only their rounds, warm-started. Clicks
-that are no continuation (a keypoint deleted or relabelled, another annotator) replay every round
-from the start. `label-studio-import` replays the same rounds, so the pipeline's pseudo-label is
-the map the person saw last. Sessions live in memory, the least recently used dropped beyond
-`labelstudio.cache_tasks`.
+Label Studio's editor sends only the keypoint just placed (an API caller may send all so far), so a
+session gathers the keypoints by region id in the order first seen. It keeps where its last update
+left the network (weights and Adam moments, engine.Job.resume) and the clicks it had: an update that
+adds clicks trains only their rounds, warm-started; clicks that are no continuation (a keypoint moved
+or relabelled, or deleted as the webhook reports) replay every round from the start.
+`label-studio-import` replays the same rounds, so the pipeline's pseudo-label is the map the person
+saw last. Sessions live in memory, the least recently used dropped beyond `labelstudio.cache_tasks`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..oracle.engine import Job, run_recipe
 from ..oracle.features import pixel_features
 from ..oracle.replay import PropagateState
 from ..params import OracleParams
-from .clicks import unique_pixels
+from .clicks import Point, unique_pixels
 
 
 @dataclass
@@ -37,6 +38,9 @@ class Session:
     features: torch.Tensor
     scorer: Scorer
     seed: int
+    # region id -> (y %, x %, class) in click order: Label Studio's editor sends only the keypoint just
+    # placed, so the task's clicks are gathered here (a known id moved or relabelled keeps its place)
+    points: dict[str, Point] = field(default_factory=dict)
     clicks: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # trained on so far
     resume: dict | None = None  # where the last update left the network (engine.Job.resume)
     last: tuple[np.ndarray, np.ndarray] | None = None  # the last update's (labels, confidence)

@@ -2,7 +2,7 @@
 backend shows, one keypoint per update, through Label Studio's API, until the target accuracy.
 
 Each click goes to Label Studio as the editor sends it (POST /api/ml/<id>/interactive-annotating,
-the keypoints so far as context); Label Studio calls the backend; the brush masks it returns are
+the keypoint just placed as context); Label Studio calls the backend; the brush masks it returns are
 decoded and compared with the ground truth to choose the next click. The finished annotation (the
 keypoints and the last masks) is submitted, so the project's export is what a person's would be.
 """
@@ -40,7 +40,7 @@ def annotate_task(
             break
         clicked[yx] = True
         results.append(keypoint_result(*yx, classes[label[yx]]["name"], label.shape))
-        answer = predict_interactive(client, ml_id, task, results)
+        answer = predict_interactive(client, ml_id, task, results[-1:])  # as the editor: the new keypoint
         if "data" not in answer:
             raise RuntimeError(f"task {task}: Label Studio gave no prediction: {answer.get('errors')}")
         pred = label_map(answer["data"]["result"], class_ids)

@@ -8,6 +8,7 @@ files as local files (LOCAL_FILES_DOCUMENT_ROOT = the project folder, the backen
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from ..io import DataError
+from ..io import DataError, read_json, write_json
 from ..layout import Layout
 from ..params import Params
 from .config import classes_path, labelling_config, read_classes
@@ -31,7 +32,6 @@ BANNED_SUBNETS = (
     "233.252.0.0/24,240.0.0.0/4,255.255.255.255/32,::/128,::ffff:0:0/96,64:ff9b::/96,100::/64,"
     "2001:db8::/32,2002::/16,fc00::/7,fe80::/10,ff00::/8"
 )
-USER_ENV, TOKEN_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"  # the SDK's own names
 
 
 def start(
@@ -90,6 +90,11 @@ def make_project(
     client.import_storage.local.sync(id=storage.id)
     extra = {"auth_method": "BASIC_AUTH", "basic_auth_user": auth[0], "basic_auth_pass": auth[1]} if auth else {}
     ml = client.ml.create(url=backend_url, project=project.id, is_interactive=True, title="howlow", **extra)
+    if auth:  # Label Studio made a webhook to <backend>/webhook; it sends no basic auth unless told to
+        header = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        for hook in client.webhooks.list(project=str(project.id)):
+            if hook.url.rstrip("/") == backend_url.rstrip("/") + "/webhook":
+                client.webhooks.update(hook.id, headers={"Authorization": header})
     return project.id, ml.id
 
 
@@ -100,28 +105,71 @@ def predict_interactive(client, ml_id: int, task: int, results: list[dict]) -> d
     return raw._response.json()  # the SDK types this answer as None; its body is the prediction
 
 
-def project_command(params: Params, layout: Layout) -> dict:
-    """`howlow label-studio-project`: on the Label Studio at $LABEL_STUDIO_URL (API key
-    $LABEL_STUDIO_API_KEY), a project of data/prepared's training images connected to the backend at
-    labelstudio.host:port."""
+def up(params: Params, layout: Layout) -> dict:
+    """`howlow label-studio-up`: the backend and Label Studio (.venv-ls) on 127.0.0.1, a project of
+    data/prepared's training images connected to the backend, until Ctrl-C. Label Studio keeps its
+    database in data/labelstudio/server; the login and the project are in data/labelstudio/login.json
+    (made once, readable by you only), so a second run opens the same project."""
+    import secrets
+
     from label_studio_sdk import LabelStudio
 
-    url, key = os.environ.get(USER_ENV), os.environ.get(TOKEN_ENV)
-    if not url or not key:
-        raise DataError(f"${USER_ENV} and ${TOKEN_ENV} must name the Label Studio and its API key")
-    config = labelling_config(read_classes(classes_path(layout)))
+    from .server import AUTH_ENV, create_app, running
+
     images = layout.prepared / "train" / "images"
     if not images.is_dir():
         raise DataError(f"{images}: missing; run `howlow prepare` first")
-    backend = f"http://{params.labelstudio.host}:{params.labelstudio.port}"
-    auth = os.environ.get("HOWLOW_LS_BASIC_AUTH")
-    user, _, password = (auth or "").partition(":")
-    project, ml = make_project(
-        LabelStudio(base_url=url, api_key=key),
-        f"howlow {params.dataset_name}",
-        config,
-        images,
-        backend,
-        (user, password) if auth else None,
+    root = layout.root.resolve()
+    state_dir = root / "data" / "labelstudio"
+    login_file = state_dir / "login.json"
+    if login_file.is_file():
+        login = read_json(login_file)
+    else:
+        login = {
+            "user": "annotator@howlow.local",
+            "password": secrets.token_urlsafe(12),
+            "token": secrets.token_hex(20),
+        }
+    port = params.labelstudio.studio_port
+    url = f"http://127.0.0.1:{port}"
+    proc = start(
+        root / VENV,
+        root / params.labelstudio.document_root,
+        state_dir / "server",
+        port,
+        login["user"],
+        login["password"],
+        login["token"],
     )
-    return {"project": project, "ml_backend": ml, "url": f"{url}/projects/{project}"}
+    try:
+        wait_up(url, proc)
+        auth = os.environ.get(AUTH_ENV) or None
+        app = create_app(params, layout, auth)
+        host, backend_port = params.labelstudio.host, params.labelstudio.port
+        with running(app, host, backend_port) as backend:
+            if "project" not in login:
+                user, _, password = (auth or "").partition(":")
+                login["project"], login["ml_backend"] = make_project(
+                    LabelStudio(base_url=url, api_key=login["token"]),
+                    f"howlow {params.dataset_name}",
+                    labelling_config(read_classes(classes_path(layout))),
+                    images,
+                    backend,
+                    (user, password) if auth else None,
+                )
+                write_json(login_file, login)
+                login_file.chmod(0o600)
+            print(f"Label Studio: {url}/projects/{login['project']} (user {login['user']}, password in {login_file})")
+            print(
+                f"backend: {backend}; export the annotations as JSON to {params.labelstudio.export}, "
+                "then `howlow label-studio-import`. Ctrl-C stops both.",
+                flush=True,
+            )
+            while proc.poll() is None:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return {}
