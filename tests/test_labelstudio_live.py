@@ -11,6 +11,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -32,6 +33,8 @@ from test_labelstudio_backend import PROJECT, free_port
 
 VENV = ROOT / studio.VENV
 AUTH = ("annotator", secrets.token_hex(8))  # the backend's basic auth
+LOGIN = ("t@howlow.invalid", secrets.token_hex(8))  # Label Studio's user
+CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright cannot download its own browser here
 INSTALLED = (VENV / "bin" / "label-studio").is_file()
 # CI installs Label Studio and sets this: there a missing install fails instead of skipping
 if os.environ.get("HOWLOW_REQUIRE_LABEL_STUDIO") and not INSTALLED:
@@ -48,7 +51,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    """(project folder, SDK client, Label Studio project id, ML backend id), everything real."""
+    """The project folder, the SDK client, a Label Studio project and its ML backend, the backend app
+    and both URLs: everything real."""
     from label_studio_sdk import LabelStudio
 
     folder = tmp_path_factory.mktemp("live")
@@ -60,7 +64,7 @@ def live(tmp_path_factory):
     auth = AUTH
     token = secrets.token_hex(20)
     port = free_port()
-    proc = studio.start(VENV, folder, tmp_path_factory.mktemp("ls-data"), port, "t@howlow.invalid", "pw-123456", token)
+    proc = studio.start(VENV, folder, tmp_path_factory.mktemp("ls-data"), port, *LOGIN, token)
     try:
         url = f"http://127.0.0.1:{port}"
         studio.wait_up(url, proc)
@@ -71,7 +75,9 @@ def live(tmp_path_factory):
             project, ml = studio.make_project(
                 client, "howlow test", config, folder / "data/prepared/train/images", backend, auth
             )
-            yield folder, client, project, ml, app, backend
+            yield SimpleNamespace(
+                folder=folder, client=client, project=project, ml=ml, app=app, backend=backend, url=url
+            )
     finally:
         proc.terminate()
         proc.wait(60)
@@ -82,7 +88,7 @@ def tasks_by_image(client, project: int) -> dict[str, object]:
 
 
 def test_label_studio_asks_the_backend_and_gets_its_map(live):
-    folder, client, _, _, _, backend = live
+    folder, client, backend = live.folder, live.client, live.backend
     config = (folder / "data/labelstudio/config.xml").read_text()
     images = folder / "data/prepared/train/images"
     # a project of its own: its tasks' clicks stay apart from the simulated person's
@@ -108,7 +114,7 @@ def test_label_studio_asks_the_backend_and_gets_its_map(live):
 def test_a_simulated_person_annotates_every_image_and_the_export_feeds_the_pipeline(live):
     """The Oracle's rule clicks through Label Studio until the target; the clicks per image stand
     beside the offline Oracle's; the export, imported, gives the pipeline the maps the person saw."""
-    folder, client, project, ml, app, _ = live
+    folder, client, project, ml, app = live.folder, live.client, live.project, live.ml, live.app
     params = load_params(folder / "params.yaml")
     classes = read_json(folder / "data/prepared/classes.json")
     tasks = tasks_by_image(client, project)
@@ -150,7 +156,54 @@ def test_a_simulated_person_annotates_every_image_and_the_export_feeds_the_pipel
 
 
 def test_label_studio_reaches_the_backend_only_with_its_basic_auth(live):
-    _, client, _, ml, _, _ = live
+    client, ml = live.client, live.ml
     backend = client.ml.get(ml).url
     assert httpx.get(f"{backend}/health").status_code == 401
     assert client.ml.get(ml).state in ("CO", "PR", "TR")  # connected with the auth it was given
+
+
+def test_a_person_in_the_browser_places_two_keypoints_and_sees_the_map(live):
+    """Headless Chromium (Debian's) in Label Studio's editor: Auto-Annotation on, the smart keypoint
+    tool, two classes clicked on the image; each click reaches the backend and its map comes back as a
+    suggestion. The screenshot lands in artifacts/ (git-ignored)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    folder, client, app, backend = live.folder, live.client, live.app, live.backend
+    config = (folder / "data/labelstudio/config.xml").read_text()
+    project, _ = studio.make_project(client, "browser", config, folder / "data/prepared/train/images", backend, AUTH)
+    image, task = sorted(tasks_by_image(client, project).items())[0]
+    label = read_label(folder / f"data/prepared/train/labels/{image}.png")
+    classes = read_json(folder / "data/prepared/classes.json")
+    h, w = label.shape
+    clicks = [(2, w // 2), (h - 3, w // 2)]  # the top and the bottom of the frame
+    url = live.url
+    answers = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{url}/user/login/")
+        page.fill("input[name=email]", LOGIN[0])
+        page.fill("input[name=password]", LOGIN[1])
+        page.click("button[type=submit]")
+        page.wait_for_load_state("networkidle")
+        page.goto(f"{url}/projects/{project}/data?task={task.id}")
+        stage = page.locator(".konvajs-content")
+        stage.wait_for(timeout=120_000)
+        page.get_by_text("Auto-Annotation").click()
+        page.locator("button.lsf-tool_smart >> visible=true").first.click()
+        for y, x in clicks:
+            page.get_by_text(classes[label[y, x]]["name"], exact=True).first.click()  # the keypoint labels' row
+            box = stage.bounding_box()
+            with page.expect_response(lambda r: "interactive-annotating" in r.url, timeout=60_000) as response:
+                page.mouse.click(box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
+            answers.append(response.value.json())
+        page.get_by_text("suggestion", exact=False).first.wait_for(timeout=30_000)
+        (ROOT / "artifacts").mkdir(exist_ok=True)
+        page.screenshot(path=str(ROOT / "artifacts" / "label-studio-editor.png"))
+        browser.close()
+    assert all("data" in a for a in answers), answers
+    session = app.state.sessions.items[task.id]
+    assert [c for *_, c in session.points.values()] == [int(label[y, x]) for y, x in clicks]
+    got = label_map(answers[-1]["data"]["result"], {c["name"]: c["id"] for c in classes})
+    np.testing.assert_array_equal(got, session.last[0])
