@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 
 from conftest import ROOT, howlow, write_params
@@ -207,3 +210,52 @@ def test_a_person_in_the_browser_places_two_keypoints_and_sees_the_map(live):
     assert [c for *_, c in session.points.values()] == [int(label[y, x]) for y, x in clicks]
     got = label_map(answers[-1]["data"]["result"], {c["name"]: c["id"] for c in classes})
     np.testing.assert_array_equal(got, session.last[0])
+
+
+def test_label_studio_up_serves_both_on_127_0_0_1_and_stops_with_them(tmp_path):
+    """`howlow label-studio-up`: Label Studio and the backend listen on 127.0.0.1 only, the login is
+    readable by its owner only and off the command line, and a `kill` stops Label Studio too."""
+    write_params(tmp_path, PROJECT)
+    assert howlow("prepare", cwd=tmp_path).returncode == 0
+    (tmp_path / ".venv-ls").symlink_to(VENV)
+    ls_port, backend_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "howlow.cli",
+            "label-studio-up",
+            f"labelstudio.studio_port={ls_port}",
+            f"labelstudio.port={backend_port}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        line = ""
+        while "Ctrl-C" not in line:
+            line = proc.stdout.readline() if proc.stdout else ""
+            assert line or proc.poll() is None, "label-studio-up ended early"
+        login_file = tmp_path / "data/labelstudio/login.json"
+        assert login_file.stat().st_mode & 0o077 == 0
+        login = read_json(login_file)
+        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for p in procs
+            for c in p.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert {ip for ip, _ in listening} == {"127.0.0.1"} and {ls_port, backend_port} <= {
+            port for _, port in listening
+        }
+        assert not any(login["password"] in " ".join(p.cmdline()) for p in procs)
+        assert httpx.get(f"http://127.0.0.1:{backend_port}/health").json()["status"] == "UP"
+    finally:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.terminate()
+        proc.wait(90)
+        _, alive = psutil.wait_procs(children, timeout=60)
+    assert not alive, alive

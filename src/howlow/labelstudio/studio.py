@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -53,11 +54,15 @@ def start(
         "USER_ADDITIONAL_BANNED_SUBNETS": BANNED_SUBNETS,
         "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
         "COLLECT_ANALYTICS": "false",
+        # the login in the environment, not on the command line where `ps` shows it to every user
+        "LABEL_STUDIO_USERNAME": user,
+        "LABEL_STUDIO_PASSWORD": password,
+        "LABEL_STUDIO_USER_TOKEN": token,
     }
     cmd = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
     cmd += ["--host", f"http://127.0.0.1:{port}", "--data-dir", str(data_dir)]
     cmd += ["--database", str(data_dir / "label_studio.sqlite3"), "--log-level", "WARNING"]
-    cmd += ["--username", user, "--password", password, "--user-token", token, "--enable-legacy-api-token"]
+    cmd += ["--enable-legacy-api-token"]
     log = open(data_dir / "label-studio.log", "ab")  # noqa: SIM115 (the process keeps it)
     return subprocess.Popen(cmd, cwd=data_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -105,6 +110,10 @@ def predict_interactive(client, ml_id: int, task: int, results: list[dict]) -> d
     return raw._response.json()  # the SDK types this answer as None; its body is the prediction
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def up(params: Params, layout: Layout) -> dict:
     """`howlow label-studio-up`: the backend and Label Studio (.venv-ls) on 127.0.0.1, a project of
     data/prepared's training images connected to the backend, until Ctrl-C. Label Studio keeps its
@@ -122,6 +131,7 @@ def up(params: Params, layout: Layout) -> dict:
     root = layout.root.resolve()
     state_dir = root / "data" / "labelstudio"
     login_file = state_dir / "login.json"
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops Label Studio too, as Ctrl-C does
     if login_file.is_file():
         login = read_json(login_file)
     else:
