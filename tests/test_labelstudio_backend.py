@@ -174,7 +174,8 @@ def test_updates_warm_start_and_the_import_replays_them_into_the_pipeline(projec
     record = read_json(project / f"data/oracle/{image}.json")
     assert record["revealed"] == [[y, x, int(label[y, x]), i] for i, (y, x) in enumerate(yx)]
     totals = read_json(project / "data/oracle/totals.json")
-    assert totals["clicks"] == 5 and totals["annotator"] == "label-studio"
+    assert totals["clicks"] == 5
+    assert read_json(project / "data/oracle/label_studio.json")["tasks"] == [image]
     assert totals["mean_revealed_pct"] == pytest.approx(100 * 5 / label.size)
     assert [c["revealed"] for c in record["curve"]] == [1, 2, 3, 4, 5]
     assert record["curve"][-1]["accuracy"] == pytest.approx(float((maps[-1] == label)[label != 255].mean()))
@@ -427,3 +428,34 @@ def test_a_bad_export_stops_the_import_with_one_line_and_nothing_written(project
     assert done.returncode == 2 and words in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     after = sorted(p.name for p in (project / "data/oracle").glob("*")) if (project / "data/oracle").is_dir() else []
     assert after == before
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_on_imported_clicks_to_an_mlflow_run(tmp_path):
+    """pseudolabel -> train -> evaluate -> track on a person's clicks: the budget reaches
+    eval/metrics.json and MLflow."""
+    from conftest import project_env
+
+    folder = tmp_path / "p"
+    write_params(folder, PROJECT)
+    env = project_env(tmp_path)
+    assert howlow("prepare", cwd=folder, env=env).returncode == 0
+    export = []
+    for i in range(3):
+        image, label, ids = train_image(folder, i)
+        names = {v: k for k, v in ids.items()}
+        clicks = clicks_of(label, 12, seed=i)
+        results = [keypoint_result(y, x, names[label[y, x]], label.shape) for y, x in clicks]
+        url = f"/data/local-files/?d=data/prepared/train/images/{image}.png"
+        export.append({"id": i, "data": {"image": url}, "annotations": [{"id": i, "result": results}]})
+    (folder / "data/labelstudio").mkdir(parents=True)
+    (folder / "data/labelstudio/export.json").write_text(json.dumps(export))
+    for cmd in ("label-studio-import", "pseudolabel", "train", "evaluate", "track"):
+        done = howlow(cmd, cwd=folder, env=env)
+        assert done.returncode == 0, f"{cmd}: {done.stderr[-2000:]}"
+    metrics = read_json(folder / "eval/metrics.json")
+    assert metrics["oracle"]["clicks"] == 36 and metrics["oracle"]["mean_revealed_px"] == 12
+    import mlflow
+
+    run = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(read_json(folder / "logs/mlflow_run.json")["run_id"])
+    assert run.data.metrics["oracle.clicks"] == 36

@@ -7,7 +7,8 @@ them as the backend trained it: the Oracle's engine replaying the rounds with
 last (howlow.labelstudio.session; bit for bit with `runtime.oracle_batch: 1`, to float rounding when
 images train batched). data/oracle then holds what the `oracle` stage
 writes (<id>.json, <id>.pt, summary.csv, totals.json with the human budget), and `howlow
-pseudolabel`, `train`, `evaluate` and `track` run on the person's clicks.
+pseudolabel`, `train`, `evaluate` and `track` run on the person's clicks (data/oracle/label_studio.json
+names the export).
 """
 
 from __future__ import annotations
@@ -149,11 +150,10 @@ def run(params: Params, layout: Layout) -> dict:
     run_recipe(jobs, p, prepared.n_classes, params.runtime.oracle_batch, done, params.runtime.device)
     order = {k: i for i, k in enumerate(tasks)}
     totals = finish(sorted(summaries, key=lambda s: order[s["id"]]), layout)
-    totals = {
-        **totals,
-        "annotator": "label-studio",
-        "export": str(export),
-        "clicks": int(sum(len(c) for c in clicks.values())),
-    }
+    # the person's clicks in all, beside the per-image budget (totals.json is numbers only: MLflow logs them)
+    totals["clicks"] = int(sum(len(c) for c in clicks.values()))
     write_json(layout.oracle / "totals.json", totals)
+    write_json(
+        layout.oracle / "label_studio.json", {"annotator": "label-studio", "export": str(export), "tasks": list(tasks)}
+    )
     return totals
