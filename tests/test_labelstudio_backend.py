@@ -329,6 +329,24 @@ def test_bad_requests_get_a_4xx_saying_why_and_the_backend_goes_on(project, back
     assert backend.post("/predict", json=good).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"action": "ANNOTATION_CREATED", "task": {"id": [1]}, "annotation": {"result": []}}, 422),
+        ({"action": "ANNOTATION_UPDATED", "task": {"id": 1}, "annotation": "x"}, 422),
+        (
+            {"action": "ANNOTATION_UPDATED", "task": {"id": 1}, "annotation": {"result": [{"type": "keypointlabels"}]}},
+            422,
+        ),
+        ({"action": "PROJECT_UPDATED", "project": {"id": 1}}, 200),
+    ],
+)
+def test_webhooks_are_checked_too(backend, body, status):
+    r = backend.post("/webhook", json=body)
+    assert r.status_code == status, r.text
+    assert backend.get("/health").status_code == 200
+
+
 def test_oversized_requests_and_images_get_413(project):
     app = create_app(
         params(project, "labelstudio.max_request_bytes=20000", "labelstudio.max_image_pixels=1000"), Layout(project)

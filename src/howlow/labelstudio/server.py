@@ -121,11 +121,11 @@ def create_app(params: Params, layout: Layout, auth: str | None = None) -> FastA
         data = await read_json(request, ls.max_request_bytes)
         task, annotation = data.get("task"), data.get("annotation")
         if data.get("action") in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED") and isinstance(task, dict):
-            points = keypoints(
-                (annotation or {}).get("result") if isinstance(annotation, dict) else None, None, class_ids
-            )
+            if not isinstance(task.get("id"), int) or not isinstance(annotation, dict):
+                raise BadRequest(422, "webhook: expected task.id (an integer) and an annotation object")
+            points = keypoints(annotation.get("result"), None, class_ids)
             with sessions.lock:  # the next update continues from the keypoints kept (deleted ones gone)
-                if (session := sessions.items.get(task.get("id"))) is not None:  # type: ignore[arg-type]
+                if (session := sessions.items.get(task["id"])) is not None:
                     session.points = points
         return {"status": "ok"}
 
