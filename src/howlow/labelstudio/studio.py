@@ -1,5 +1,5 @@
 """A real Label Studio, started from its own venv (.venv-ls) and driven through label-studio-sdk:
-what the tests, the simulated annotator and `howlow label-studio-project` use.
+what `howlow label-studio-up`, the tests and the simulated annotator use.
 
 Label Studio runs on 127.0.0.1 with a sqlite store in a folder of its own, serves the project's
 files as local files (LOCAL_FILES_DOCUMENT_ROOT = the project folder, the backend's
