@@ -256,3 +256,36 @@ def test_propagated_clicks_give_the_oracles_prediction_at_every_target():
     np.testing.assert_array_equal(out["0.9"][0], low.prediction)
     np.testing.assert_array_equal(out["0.97"][0], top.prediction)
     assert Scorer(image, p).weight == 0.3  # the vote took part
+
+
+def test_a_job_resumed_from_its_last_state_goes_on_as_one_run():
+    """engine.Job.resume: rounds run one call at a time, each resumed where the last stopped (weights
+    and Adam moments), give what one call over all rounds gives, bit for bit (the Label Studio
+    backend's updates, and the import that replays them)."""
+    from howlow.oracle.engine import Job, run_recipe
+    from howlow.oracle.features import pixel_features
+    from howlow.oracle.replay import PropagateState
+    from howlow.oracle.scorer import Scorer
+
+    image, label = synthetic_scene(np.random.default_rng(2), 40, 56)
+    p = params(geodesic=0.3, grid=[4], ensemble=2)
+    flat = np.random.default_rng(0).permutation(label.size)[:9]
+    rounds = [(flat[: 3 * (r + 1)], label.ravel()[flat[: 3 * (r + 1)]].astype(np.int64)) for r in range(3)]
+    feats = pixel_features(image, p)
+    whole = PropagateState(label.shape, rounds, {2: "last"}, Scorer(image, p))
+    whole_weights: dict = {}
+    run_recipe([Job("im", feats, 5, whole)], p, K, 1, on_done=lambda job, w, s: whole_weights.update(w))
+    resume, weights = None, {}
+    for r in range(3):
+        step = PropagateState(label.shape, [rounds[r]], {0: "last"}, Scorer(image, p))
+        job = Job("im", feats, 5, step, resume=resume)
+        run_recipe([job], p, K, 1, on_done=lambda job, w, s: weights.update(w))
+        resume = job.resume
+    np.testing.assert_array_equal(step.out["last"][0], whole.out["last"][0])
+    assert all(torch.equal(v, weights[k]) for k, v in whole_weights.items())
+    assert resume is not None and resume["adam"]["t"][0].tolist() == [3 * p.steps_per_round] * 2
+    fresh = PropagateState(label.shape, [rounds[2]], {0: "last"}, Scorer(image, p))
+    fresh_job = Job("im", feats, 5, fresh)
+    run_recipe([fresh_job], p, K, 1)
+    assert fresh_job.resume is not None
+    assert not torch.equal(fresh_job.resume["model"]["weights.0"], weights["weights.0"])

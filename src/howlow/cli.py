@@ -70,6 +70,22 @@ COMMANDS = {
         "data-set study: score its trained networks on another labelled folder (data.source=...)",
     ),
     "study-track": ("howlow.studies.dataset.track:run", "data-set study: one MLflow run per row"),
+    "label-studio-config": (
+        "howlow.labelstudio.config:write_config",
+        "write the Label Studio labelling config of data/prepared's classes (labelstudio.config)",
+    ),
+    "label-studio-backend": (
+        "howlow.labelstudio.server:serve",
+        "serve the Label Studio ML backend: a person's keypoints train the Oracle's per-image network",
+    ),
+    "label-studio-up": (
+        "howlow.labelstudio.studio:up",
+        "the backend and Label Studio (.venv-ls) on 127.0.0.1, with a project of the training images",
+    ),
+    "label-studio-import": (
+        "howlow.labelstudio.export:run",
+        "a Label Studio JSON export (labelstudio.export) as the Oracle's records in data/oracle",
+    ),
     "serve": ("flows.pipeline:serve", "serve the Prefect pipeline flow on the cron schedule of params.yaml"),
 }
 

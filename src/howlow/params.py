@@ -264,6 +264,33 @@ class RuntimeParams(_Group):
         return shard
 
 
+class LabelStudioParams(_Group):
+    """A person as the Oracle in Label Studio (howlow.labelstudio): the backend and the import."""
+
+    host: str = Field(min_length=1)  # the backend listens here; 127.0.0.1: this machine only
+    port: int = Field(ge=1, le=65535)
+    studio_port: int = Field(ge=1, le=65535, description="howlow label-studio-up: Label Studio's port")
+    # training steps per interactive update (one click, one update): the Oracle's steps_per_round
+    # for a person; howlow label-studio-import replays the clicks with the same steps
+    steps_per_update: int = Field(ge=1)
+    cache_tasks: int = Field(ge=1, description="tasks whose network stays in memory")
+    threads: int = Field(ge=1, description="torch threads of the backend")
+    max_request_bytes: int = Field(ge=1024)
+    max_image_pixels: int = Field(ge=1)
+    # Label Studio's LOCAL_FILES_DOCUMENT_ROOT (relative to the project folder): a task's image URL
+    # /data/local-files/?d=<path> names <document_root>/<path>
+    document_root: str
+    storage_roots: list[str]  # the only folders (relative to the project folder) task images are read from
+    config: str  # where howlow label-studio-config writes the labelling config
+    export: str  # the Label Studio JSON export howlow label-studio-import reads
+
+    @model_validator(mode="after")
+    def _valid(self):
+        if not self.storage_roots:
+            raise ValueError("labelstudio.storage_roots must name at least one folder")
+        return self
+
+
 class Params(_Group):
     data: DataParams
     validate_: ValidateParams = Field(alias="validate")
@@ -275,6 +302,7 @@ class Params(_Group):
     budget: BudgetParams
     orchestration: OrchestrationParams
     runtime: RuntimeParams
+    labelstudio: LabelStudioParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 

@@ -49,6 +49,19 @@ class SlotAdam:
             v[g].zero_()
         self.t[g] = 0
 
+    def slot_state(self, g: int, n: int = 1) -> dict[str, list[torch.Tensor]]:
+        """Slots g .. g + n - 1's moments and step counts (copies), for `load_slot`."""
+        return {
+            "m": [m[g : g + n].clone() for m in self.m],
+            "v": [v[g : g + n].clone() for v in self.v],
+            "t": [self.t[g : g + n].clone()],
+        }
+
+    @torch.no_grad()
+    def load_slot(self, g: int, state: dict[str, list[torch.Tensor]]) -> None:
+        for mine, theirs in zip(self.m + self.v + [self.t], state["m"] + state["v"] + state["t"]):
+            mine[g : g + len(theirs)].copy_(theirs)
+
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
         """One update of the `active` slots (bool, (G,)); the others keep their parameters."""
@@ -94,6 +107,10 @@ class Job:
     features: torch.Tensor
     seed: int
     state: RoundState
+    # A warm start: what the engine left here when this image was last done (its networks' weights
+    # and Adam moments), so a later run goes on where that one stopped, as if its rounds had been
+    # one run's (the Label Studio backend: one run per update). None: fresh weights from `seed`.
+    resume: dict | None = None
 
 
 def revealed_batch(picks: list[tuple], slots: list[int], feats: list[torch.Tensor], groups: int, device):
@@ -179,7 +196,10 @@ def run_batched(
         slot_job[g] = job = next(queue, None)
         slot_feats[g] = None if job is None else job.features.to(device)
         slot_lattice[g] = None if job is None else model.lattice_matrix(cast(torch.Tensor, slot_feats[g]))
-        if job is not None:
+        if job is not None and job.resume is not None:
+            model.load_slot(g * members, job.resume["model"])
+            adam.load_slot(g * members, job.resume["adam"])
+        elif job is not None:
             restart(g)
 
     with contextlib.ExitStack() as stack:
@@ -223,9 +243,11 @@ def run_batched(
                 outcome[g] = pool.submit(state.observe, logits, losses[g]) if pool else state.observe(logits, losses[g])
             for g in active:
                 if outcome[g].result() if pool else outcome[g]:
+                    job = current(g)
+                    weights = model.slot_state(g * members, members)
+                    job.resume = {"model": weights, "adam": adam.slot_state(g * members, members)}
                     if on_done is not None:
-                        weights = model.slot_state(g * members, members)
-                        on_done(current(g), weights, time.perf_counter() - slot_t0[g])
+                        on_done(job, weights, time.perf_counter() - slot_t0[g])
                     fill(g)
 
 

@@ -146,6 +146,13 @@ class StackedMLP(nn.Module):
         `PixelMLP` loads)."""
         return {k: v[g : g + n].detach().clone() for k, v in self.state_dict().items()}
 
+    @torch.no_grad()
+    def load_slot(self, g: int, state: dict[str, torch.Tensor]) -> None:
+        """Put a `slot_state` back into slots g .. g + n - 1."""
+        own = self.state_dict()
+        for k, v in state.items():
+            own[k][g : g + len(v)].copy_(v)
+
 
 def ensemble_logits(out: torch.Tensor) -> torch.Tensor:
     """(E, n, K) member logits -> (n, K): one member's logits as they are; several members' mean
