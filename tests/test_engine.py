@@ -274,18 +274,20 @@ def test_a_job_resumed_from_its_last_state_goes_on_as_one_run():
     feats = pixel_features(image, p)
     whole = PropagateState(label.shape, rounds, {2: "last"}, Scorer(image, p))
     whole_weights: dict = {}
-    run_recipe([Job("im", feats, 5, whole)], p, K, 1, on_done=lambda job, w, s: whole_weights.update(w))
+    whole_job = Job("im", feats, 5, whole)
+    run_recipe([whole_job], p, K, 1, on_done=lambda job, w, s: whole_weights.update(w))
+    assert whole_job.resume is None  # not asked to keep its state: nothing held in memory
     resume, weights = None, {}
     for r in range(3):
         step = PropagateState(label.shape, [rounds[r]], {0: "last"}, Scorer(image, p))
-        job = Job("im", feats, 5, step, resume=resume)
+        job = Job("im", feats, 5, step, resume=resume, keep=True)
         run_recipe([job], p, K, 1, on_done=lambda job, w, s: weights.update(w))
         resume = job.resume
     np.testing.assert_array_equal(step.out["last"][0], whole.out["last"][0])
     assert all(torch.equal(v, weights[k]) for k, v in whole_weights.items())
     assert resume is not None and resume["adam"]["t"][0].tolist() == [3 * p.steps_per_round] * 2
     fresh = PropagateState(label.shape, [rounds[2]], {0: "last"}, Scorer(image, p))
-    fresh_job = Job("im", feats, 5, fresh)
+    fresh_job = Job("im", feats, 5, fresh, keep=True)
     run_recipe([fresh_job], p, K, 1)
     assert fresh_job.resume is not None
     assert not torch.equal(fresh_job.resume["model"]["weights.0"], weights["weights.0"])

@@ -74,7 +74,7 @@ def update(
     flat, cls = clicks[:, 0] * session.shape[1] + clicks[:, 1], clicks[:, 2]
     rounds = [(flat[: r + 1], cls[: r + 1]) for r in range(k, len(clicks))]
     state = PropagateState(session.shape, rounds, {len(rounds) - 1: "update"}, session.scorer)
-    job = Job(str(session.path), session.features, session.seed, state, resume=session.resume)
+    job = Job(str(session.path), session.features, session.seed, state, resume=session.resume, keep=True)
     run_recipe([job], p, n_classes, 1, device=device)
     session.clicks, session.resume, session.last = clicks, job.resume, state.out["update"]
     return session.last

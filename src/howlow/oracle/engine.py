@@ -111,6 +111,7 @@ class Job:
     # and Adam moments), so a later run goes on where that one stopped, as if its rounds had been
     # one run's (the Label Studio backend: one run per update). None: fresh weights from `seed`.
     resume: dict | None = None
+    keep: bool = False  # leave the state in `resume` when done (held in memory: only when asked)
 
 
 def revealed_batch(picks: list[tuple], slots: list[int], feats: list[torch.Tensor], groups: int, device):
@@ -245,7 +246,8 @@ def run_batched(
                 if outcome[g].result() if pool else outcome[g]:
                     job = current(g)
                     weights = model.slot_state(g * members, members)
-                    job.resume = {"model": weights, "adam": adam.slot_state(g * members, members)}
+                    if job.keep:
+                        job.resume = {"model": weights, "adam": adam.slot_state(g * members, members)}
                     if on_done is not None:
                         on_done(job, weights, time.perf_counter() - slot_t0[g])
                     fill(g)
