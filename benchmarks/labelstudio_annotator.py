@@ -13,10 +13,7 @@ benchmarks/RESULTS.md: clicks (and % of the frame) each needed, and the person's
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import secrets
-import socket
 import tempfile
 import time
 from datetime import date
@@ -33,22 +30,14 @@ from howlow.labelstudio.simulate import annotate_task
 from howlow.layout import Layout
 from howlow.oracle import image_seed, run_oracle
 from howlow.params import load_params
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from labelstudio_common import frame_args, free_port, print_table
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", default="../shared/datasets/camvid", help="SegNet-layout folder with classes.json")
-    ap.add_argument("--void-id", type=int, default=11)
-    ap.add_argument("--frames", type=int, default=3)
+    frame_args(ap)
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--max-clicks", type=int, default=600)
-    ap.add_argument("-p", "--params", action="append", help="params files (default: params.yaml)")
     args = ap.parse_args()
     source = Path(args.source).resolve()
     classes = read_json(source / "classes.json")
@@ -99,10 +88,11 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(60)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, params {args.params}")
-    print("| date | frame | target | simulated person: clicks | offline Oracle: pixels | seconds per click |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print_table(
+        args.params,
+        ["date", "frame", "target", "simulated person: clicks", "offline Oracle: pixels", "seconds per click"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -12,9 +12,6 @@ computes its cues, so it is reported apart. Prints a markdown table for benchmar
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import socket
 import tempfile
 import time
 from datetime import date
@@ -32,22 +29,14 @@ from howlow.labelstudio.server import create_app, running
 from howlow.layout import Layout
 from howlow.metrics import confusion, pixel_accuracy
 from howlow.params import load_params
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from labelstudio_common import frame_args, free_port, print_table
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", default="../shared/datasets/camvid", help="SegNet-layout folder with classes.json")
-    ap.add_argument("--void-id", type=int, default=11)
-    ap.add_argument("--frames", type=int, default=3)
+    frame_args(ap)
     ap.add_argument("--updates", type=int, default=25, help="clicks (updates) per frame")
     ap.add_argument("--steps", type=int, nargs="+", default=[50], help="labelstudio.steps_per_update values")
-    ap.add_argument("-p", "--params", action="append", help="params files (default: params.yaml)")
     args = ap.parse_args()
     source = Path(args.source).resolve()
     classes = read_json(source / "classes.json")
@@ -98,10 +87,21 @@ def main() -> None:
                 f"{np.percentile(later, 50):.2f} s | {np.percentile(later, 95):.2f} s | {max(later):.2f} s | "
                 f"{np.mean(first):.2f} s | {np.mean(final):.3f} |"
             )
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, params {args.params}")
-    print("| date | frame | steps_per_update | frames x clicks | p50 | p95 | max | first update (cues) | accuracy |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print_table(
+        args.params,
+        [
+            "date",
+            "frame",
+            "steps_per_update",
+            "frames x clicks",
+            "p50",
+            "p95",
+            "max",
+            "first update (cues)",
+            "accuracy",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

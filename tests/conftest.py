@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,25 @@ TINY = {
     "train": {"epochs": 3, "width": 8, "depth": 2, "crop": [32, 48], "batch_size": 2},
     "evaluate": {"n_figures": 1},
 }
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen, sig: int) -> None:
+    """Stop a server started in its own process group: `sig` (its clean shutdown), then SIGKILL
+    after 30 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def merge(base: dict, extra: dict) -> dict:

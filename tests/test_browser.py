@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, project_env, run
+from conftest import ROOT, free_port, project_env, run, stop_group
 
 CHROMIUM = Path(os.environ.get("HOWLOW_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -46,12 +45,6 @@ def test_the_browser_is_there_where_required():
     assert _missing() is None, _missing()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -73,13 +66,7 @@ def service(cmd: list[str], cwd: Path, env: dict, ready: str, log: Path, wait_s:
             time.sleep(1)
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, signal.SIGTERM)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, project_env, run
+from conftest import ROOT, project_env, run, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -108,13 +108,7 @@ def serving(cwd, log_path, env, *overrides):
                 time.sleep(1)
             yield proc, stored
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_group(proc, signal.SIGINT)
 
 
 def values_of(tree, key: str) -> list:

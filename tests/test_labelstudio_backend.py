@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import howlow, write_params
+from conftest import free_port, howlow, write_params
 from howlow.io import read_json, read_label
 from howlow.labelstudio.annotator import keypoint_result, next_click
 from howlow.labelstudio.config import read_config
@@ -32,14 +32,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # synthetic 48x64 frames; one image per engine batch so a replay is bit for bit the backend's run
 PROJECT = {"runtime": {"threads": 1, "oracle_batch": 1}, "labelstudio": {"steps_per_update": 30}}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

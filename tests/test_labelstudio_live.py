@@ -20,7 +20,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import ROOT, howlow, write_params
+from conftest import ROOT, free_port, howlow, write_params
 from howlow.io import read_image, read_json, read_label
 from howlow.labelstudio import studio
 from howlow.labelstudio.annotator import keypoint_result
@@ -32,7 +32,7 @@ from howlow.layout import Layout
 from howlow.metrics import confusion, pixel_accuracy
 from howlow.oracle import image_seed, run_oracle
 from howlow.params import load_params
-from test_labelstudio_backend import PROJECT, free_port
+from test_labelstudio_backend import PROJECT
 
 VENV = ROOT / studio.VENV
 AUTH = ("annotator", secrets.token_hex(8))  # the backend's basic auth

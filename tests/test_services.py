@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 SERVICES = ("mlflow ui", "mlflow server", "prefect server start", "dask scheduler", "dask worker")
 
@@ -35,12 +34,6 @@ def test_every_service_in_the_readme_binds_localhost():
         assert args[args.index("--host") + 1] == "127.0.0.1", cmd
         if "--dashboard-address" in args or cmd.startswith("dask"):
             assert args[args.index("--dashboard-address") + 1].startswith("127.0.0.1:"), cmd
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening(proc: subprocess.Popen) -> set[str]:
