@@ -100,12 +100,14 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 @pytest.fixture(autouse=True)
 def howlow_logger():
-    """Each test starts with the `howlow` logger as the tests' process has it: a test calling
-    `howlow.cli.main` in-process (which sets up logging for a terminal) leaves nothing behind."""
+    """Each test starts with the `howlow` logger untouched (no handler, records go to the root logger,
+    where pytest's caplog sees them), whatever an earlier test's `howlow.cli.main` set up for a
+    terminal; and leaves it as it found it."""
     import logging
 
     logger = logging.getLogger("howlow")
     saved = (logger.handlers[:], logger.level, logger.propagate)
+    logger.handlers[:], logger.level, logger.propagate = [], logging.NOTSET, True
     yield
     logger.handlers[:], logger.level, logger.propagate = saved
 

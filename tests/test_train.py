@@ -231,7 +231,7 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path, one_thread):
     assert sorted(p.name for p in layout.models.iterdir()) == ["full.json", "full.pt"]
 
 
-def test_a_checkpoint_of_other_inputs_or_unreadable_is_not_resumed(tmp_path, capsys, one_thread):
+def test_a_checkpoint_of_other_inputs_or_unreadable_is_not_resumed(tmp_path, caplog, one_thread):
     """A checkpoint whose fingerprint differs (other params, images or code) or that cannot be read
     is set aside with a message: the training starts over and ends as if there had been none."""
     params, layout, prepared, ids = tiny_project(tmp_path)
@@ -252,11 +252,12 @@ def test_a_checkpoint_of_other_inputs_or_unreadable_is_not_resumed(tmp_path, cap
         epoch_seconds=[0.5, 1.0],
     )
     info = train_source(params, "full", prepared, ids, layout)
-    assert "checkpoint of other params, images or code" in capsys.readouterr().err
+    assert "checkpoint of other params, images or code" in caplog.text
     assert len(info["history"]) == 3 and all(torch.equal(v, clean[k]) for k, v in _state_after(layout.models).items())
     (layout.models / "full.ckpt").write_bytes(b"not a checkpoint")
+    caplog.clear()
     train_source(params, "full", prepared, ids, layout)
-    assert "unreadable checkpoint" in capsys.readouterr().err
+    assert "unreadable checkpoint" in caplog.text
     assert all(torch.equal(v, clean[k]) for k, v in _state_after(layout.models).items())
 
 
