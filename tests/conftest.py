@@ -137,7 +137,11 @@ def prefect_server():
 @pytest.fixture
 def project(tmp_path) -> Path:
     """A git + DVC copy of the project (tracked and unignored files) with tiny params, committed."""
-    dest = tmp_path / "project"
+    return copy_project(tmp_path / "project", project_env(tmp_path))
+
+
+def copy_project(dest: Path, env: dict) -> Path:
+    """`dest`: a git + DVC copy of the project (tracked and unignored files) with tiny params, committed."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
@@ -148,7 +152,6 @@ def project(tmp_path) -> Path:
             shutil.copy2(src, dest / rel)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     (dest / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
-    env = project_env(tmp_path)
     run(["git", "init", "-q"], dest, env)
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-qm", "test copy"], dest, env)

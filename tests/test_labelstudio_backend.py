@@ -440,34 +440,61 @@ def test_a_bad_export_stops_the_import_with_one_line_and_nothing_written(project
     assert after == before
 
 
-@pytest.mark.slow
-def test_the_pipeline_runs_on_imported_clicks_to_an_mlflow_run(tmp_path):
-    """pseudolabel -> train -> evaluate -> track on a person's clicks: the budget reaches
-    eval/metrics.json and MLflow."""
-    from conftest import project_env
-
-    folder = tmp_path / "p"
-    write_params(folder, PROJECT)
-    env = project_env(tmp_path)
-    assert howlow("prepare", cwd=folder, env=env).returncode == 0
+def write_export(folder: Path, n_clicks: list[int]) -> None:
+    """data/labelstudio/export.json of `folder` (a prepared project): a task per training image,
+    image i annotated with n_clicks[i] clicks on its ground truth."""
     export = []
-    for i in range(3):
+    for i, n in enumerate(n_clicks):
         image, label, ids = train_image(folder, i)
         names = {v: k for k, v in ids.items()}
-        clicks = clicks_of(label, 12, seed=i)
-        results = [keypoint_result(y, x, names[label[y, x]], label.shape) for y, x in clicks]
+        results = [keypoint_result(y, x, names[label[y, x]], label.shape) for y, x in clicks_of(label, n, seed=i)]
         url = f"/data/local-files/?d=data/prepared/train/images/{image}.png"
         export.append({"id": i, "data": {"image": url}, "annotations": [{"id": i, "result": results}]})
-    (folder / "data/labelstudio").mkdir(parents=True)
+    (folder / "data/labelstudio").mkdir(parents=True, exist_ok=True)
     (folder / "data/labelstudio/export.json").write_text(json.dumps(export))
-    for cmd in ("label-studio-import", "pseudolabel", "train", "evaluate", "track"):
-        done = howlow(cmd, cwd=folder, env=env)
-        assert done.returncode == 0, f"{cmd}: {done.stderr[-2000:]}"
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_pipeline_on_imported_clicks_to_an_mlflow_run(tmp_path):
+    """`dvc repro labelstudio/dvc.yaml`: import -> pseudolabel -> train -> evaluate -> track on a
+    person's clicks, the budget in eval/metrics.json and MLflow; a new export reruns the import and
+    what follows it, never the Oracle."""
+    from conftest import copy_project, project_env, run
+
+    env = project_env(tmp_path)
+    folder = copy_project(tmp_path / "project", env)
+    assert howlow("prepare", cwd=folder, env=env).returncode == 0  # the images Label Studio shows
+    write_export(folder, [12, 12, 12])
+    out = run(["dvc", "repro", "labelstudio/dvc.yaml"], folder, env).stdout
+    for stage in ("prepare", "import", "pseudolabel", "train", "evaluate", "track"):
+        assert f"Running stage 'labelstudio/dvc.yaml:{stage}'" in out, out
+    assert "Running stage 'oracle'" not in out and not (folder / "data/oracle").exists()
     from howlow.names import read_metrics
 
-    metrics = read_metrics(folder / "eval")  # headline (metrics.json) and details (details.json)
+    metrics = read_metrics(folder / "labelstudio/eval")  # headline (metrics.json) and details (details.json)
     assert metrics["oracle"]["clicks"] == 36 and metrics["oracle"]["mean_revealed_px"] == 12
     import mlflow
 
-    run = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(read_json(folder / "logs/mlflow_run.json")["run_id"])
-    assert run.data.metrics["oracle.clicks"] == 36
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    run_id = read_json(folder / "labelstudio/logs/mlflow_run.json")["run_id"]
+    got = client.get_run(run_id)
+    assert got.data.metrics["oracle.clicks"] == 36
+    assert got.data.tags["annotator"] == "label-studio" and got.info.run_name.startswith("synthetic-label-studio-s")
+    assert "target" not in got.data.tags
+    assert client.get_registered_model("howlow-synthetic-label-studio-pseudo").name
+    # one more click on the first image: the import and what follows rerun, the images do not
+    write_export(folder, [13, 12, 12])
+    again = run(["dvc", "repro", "labelstudio/dvc.yaml"], folder, env).stdout
+    assert "Running stage 'labelstudio/dvc.yaml:import'" in again
+    assert "Running stage 'labelstudio/dvc.yaml:prepare'" not in again
+    assert read_metrics(folder / "labelstudio/eval")["oracle"]["clicks"] == 37
+    status = run(["dvc", "status", "labelstudio/dvc.yaml"], folder, env).stdout
+    assert "up to date" in status, status
+    # the budget table lists the person's runs with no target
+    done = howlow("compare", cwd=folder, env=env)
+    assert done.returncode == 0, done.stderr
+    from howlow.io import read_csv
+
+    rows = [r for r in read_csv(folder / "reports/compare/budgets.csv") if r["strategy"] == "label-studio"]
+    assert len(rows) == 2  # one per repro
+    assert all(r["run"].startswith("synthetic-label-studio-s") and float(r["dataset.pseudo.annotated_pct"]) > 0 for r in rows)

@@ -142,7 +142,14 @@ def compare_figure(rows: list[dict], path: Path) -> None:
     annotated % (log x; one point per run), the comparison the project is about."""
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(12, 4.5))
     for key in dict.fromkeys((r["dataset"], r["strategy"]) for r in rows):
-        pts = sorted((r["target"], r["oracle.mean_revealed_pct"]) for r in rows if (r["dataset"], r["strategy"]) == key)
+        # a person's runs have no target (NaN): they are points on the right only
+        pts = sorted(
+            (r["target"], r["oracle.mean_revealed_pct"])
+            for r in rows
+            if (r["dataset"], r["strategy"]) == key and r["target"] == r["target"]
+        )
+        if not pts:
+            continue
         xs, ys = zip(*pts)
         left.plot(xs, ys, "o-", label=f"{key[0]} / {key[1]}")
     left.set_xlabel("Oracle target pixel accuracy")

@@ -1,6 +1,7 @@
 """Every MLflow call howlow makes: a pipeline run, a study's rows, and the budget comparison.
 
-One parent run per pipeline run, named `<dataset>-<strategy>-t<target>-s<seed>`, with every param
+One parent run per pipeline run, named `<dataset>-<strategy>-t<target>-s<seed>` (on a person's clicks
+`<dataset>-label-studio-s<seed>`, labelstudio/dvc.yaml), with every param
 (dotted names such as `oracle.target_accuracy`, so the MLflow UI can put budgets side by side), the
 aggregate metrics, the figures and one logged model per label source. Under it, one nested run per
 image with its Oracle curve as step metrics (step = revealed pixel count).
@@ -56,19 +57,34 @@ def logged_times(layout: Layout, image_ids: Sequence[str], sources: Sequence[str
     return out
 
 
-def budget_tags(params: Params) -> dict[str, str]:
+HUMAN = "label-studio"  # the annotator of a run on a person's clicks (howlow.labelstudio.export)
+
+
+def annotator(layout: Layout) -> str:
+    """Who revealed the run's pixels: `label-studio` where data/oracle is an imported export (it
+    names the export in label_studio.json), else `oracle`."""
+    return HUMAN if (layout.oracle / "label_studio.json").is_file() else "oracle"
+
+
+def budget_tags(params: Params, who: str = "oracle") -> dict[str, str]:
     """The budget's keys, as tags of the pipeline run and of each of its image runs: runs can be
-    filtered and compared by them at either level."""
+    filtered and compared by them at either level. A person has no selection rule and no target (they
+    stop where the map looks right): their runs' strategy is `label-studio`, with no target."""
+    if who == HUMAN:
+        return {"dataset": params.dataset_name, "annotator": who, "strategy": who, "seed": str(params.oracle.seed)}
     return {
         "dataset": params.dataset_name,
+        "annotator": who,
         "strategy": params.oracle.strategy,
         "target": f"{params.oracle.target_accuracy:g}",
         "seed": str(params.oracle.seed),
     }
 
 
-def run_name(params: Params) -> str:
+def run_name(params: Params, who: str = "oracle") -> str:
     o = params.oracle
+    if who == HUMAN:
+        return f"{params.dataset_name}-{who}-s{o.seed}"
     return f"{params.dataset_name}-{o.strategy}-t{o.target_accuracy:g}-s{o.seed}"
 
 
@@ -118,15 +134,17 @@ def set_budget_view(mlflow, experiment_id: str, params: Params) -> None:
     metrics = ["oracle.mean_revealed_pct", "oracle.mean_revealed_px", "oracle.reached_fraction"]
     metrics += [f"dataset.{s}.miou" for s in params.train.label_sources]
     metrics += [f"oracle.{k}" for k in ("revealed_pct", "revealed_px", "accuracy")]  # the image runs'
-    columns = ["attributes.`Dataset`", *(f"tags.`{k}`" for k in ("strategy", "target", "seed"))]
+    columns = ["attributes.`Dataset`", *(f"tags.`{k}`" for k in ("annotator", "strategy", "target", "seed"))]
     columns += [f"metrics.`{m}`" for m in metrics]
     view = {"orderByKey": "attributes.start_time", "orderByAsc": False, "selectedColumns": columns}
     mlflow.MlflowClient().set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{BUDGET_VIEW}", json.dumps(view))
 
 
-def registered_model(params: Params, source: str) -> str:
-    """The registered model of a label source's data-set network; a version per pipeline run."""
-    return f"howlow-{params.dataset_name}-{source}"
+def registered_model(params: Params, source: str, who: str = "oracle") -> str:
+    """The registered model of a label source's data-set network; a version per pipeline run. A
+    person's runs register their own (`howlow-<dataset>-label-studio-<source>`), so alias `current`
+    of the Oracle's models keeps pointing at an Oracle run."""
+    return f"howlow-{params.dataset_name}-{who}-{source}" if who == HUMAN else f"howlow-{params.dataset_name}-{source}"
 
 
 def _setup(params: Params):
@@ -193,11 +211,12 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
     summaries = read_csv(oracle_dir / "summary.csv")
     client = mlflow.MlflowClient()
     close_orphans(mlflow, params.tracking.experiment)
-    with mlflow.start_run(run_name=run_name(params)) as parent:
+    who = annotator(layout)
+    with mlflow.start_run(run_name=run_name(params, who)) as parent:
         mlflow.set_tags(
             {
                 "howlow.kind": "pipeline",
-                **budget_tags(params),
+                **budget_tags(params, who),
                 # a later `track` closes this run if its process dies before the run ends
                 "howlow.host": socket.gethostname(),
                 "howlow.pid": str(os.getpid()),
@@ -235,7 +254,7 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
                     ],
                 )
                 # the parent's budget keys, so image runs can be filtered and compared across runs
-                mlflow.set_tags({"howlow.kind": "image", **budget_tags(params)})
+                mlflow.set_tags({"howlow.kind": "image", **budget_tags(params, who)})
             bar.update()
         bar.close()
         mlflow.log_artifacts(str(Path(eval_dir) / "figures"), artifact_path="figures")
@@ -251,23 +270,23 @@ def log_pipeline(params: Params, layout: Layout) -> dict:
                 name=f"dataset-{source}",
                 input_example=example,
                 pip_requirements=PIP_REQUIREMENTS,
-                registered_model_name=registered_model(params, source),
+                registered_model_name=registered_model(params, source, who),
             )
             # the alias follows the latest pipeline run: models:/howlow-<dataset>-<source>@current
             client.set_registered_model_alias(
-                registered_model(params, source), "current", str(info.registered_model_version)
+                registered_model(params, source, who), "current", str(info.registered_model_version)
             )
         run_id = parent.info.run_id
     set_budget_view(mlflow, parent.info.experiment_id, params)
     out = {
         "run_id": run_id,
-        "run_name": run_name(params),
+        "run_name": run_name(params, who),
         "experiment": params.tracking.experiment,
         "tracking_uri": tracking_uri(params),
         "image_runs": len(summaries),
         "ui_page": budget_view_path(parent.info.experiment_id),
     }
-    log.info("MLflow run %s (%s) in %s", run_name(params), run_id, out["tracking_uri"])
+    log.info("MLflow run %s (%s) in %s", run_name(params, who), run_id, out["tracking_uri"])
     log.info("in `mlflow ui`, the runs table with the budget's columns: <its address>/%s", out["ui_page"])
     return out
 
@@ -309,12 +328,13 @@ def compare(params: Params, out_dir: Path) -> dict:
     rows = []
     for r in runs:
         m, p = r.data.metrics, r.data.params
+        human = r.data.tags.get("annotator") == HUMAN  # a person's run: no rule, no target
         rows.append(
             {
                 "run": r.info.run_name,
                 "dataset": r.data.tags.get("dataset", ""),
-                "strategy": p.get("oracle.strategy", ""),
-                "target": float(p.get("oracle.target_accuracy", "nan")),
+                "strategy": HUMAN if human else p.get("oracle.strategy", ""),
+                "target": float("nan") if human else float(p.get("oracle.target_accuracy", "nan")),
                 "seed": p.get("oracle.seed", ""),
                 "status": r.info.status,
                 **{k: m.get(k) for k in COMPARE_COLUMNS[6:]},
