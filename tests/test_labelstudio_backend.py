@@ -497,4 +497,6 @@ def test_dvc_repro_runs_the_pipeline_on_imported_clicks_to_an_mlflow_run(tmp_pat
 
     rows = [r for r in read_csv(folder / "reports/compare/budgets.csv") if r["strategy"] == "label-studio"]
     assert len(rows) == 2  # one per repro
-    assert all(r["run"].startswith("synthetic-label-studio-s") and float(r["dataset.pseudo.annotated_pct"]) > 0 for r in rows)
+    assert all(
+        r["run"].startswith("synthetic-label-studio-s") and float(r["dataset.pseudo.annotated_pct"]) > 0 for r in rows
+    )
