@@ -90,9 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[run_rows] FAILED {address} (exit {done.returncode}; see {log})", flush=True)
             return False
         with dvc_lock:
-            commit = subprocess.run(
-                [sys.executable, "-m", "dvc", "commit", "-f", "-q", address], capture_output=True, text=True
-            )
+            for _ in range(60):  # another DVC command (a report, a status) may hold the repo's lock a while
+                commit = subprocess.run(
+                    [sys.executable, "-m", "dvc", "commit", "-f", "-q", address], capture_output=True, text=True
+                )
+                if commit.returncode == 0 or "lock" not in commit.stderr.lower():
+                    break
+                time.sleep(10)
         if commit.returncode != 0:
             print(f"[run_rows] FAILED to record {address}: {commit.stderr.strip()}", flush=True)
             return False
