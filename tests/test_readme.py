@@ -43,12 +43,12 @@ def budget_row(agg: dict, paired: list[dict], target: float) -> list[str]:
         lo, hi = d["ci95"]
         resolved = " **resolved**" if lo > 0 or hi < 0 else ""
         diffs.append(f"{d['comparison']} {d['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({d['n']} seeds){resolved}")
+    pct = {s: f"{x['pct_of_full_mean']:.1f} %" for s, x in a.items()}
     return [
         f"Oracle target {target:g} ({a['pseudo']['annotated_pct']:.3f} % of the pixels annotated)",
-        f"pseudo-labels {a['pseudo']['miou_mean']:.3f}, {a['pseudo']['pct_of_full_mean']:.1f} % of full; the clicks "
-        f"alone (sparse) {a['sparse']['pct_of_full_mean']:.1f} %, random pixels {a['random']['pct_of_full_mean']:.1f} %, "
-        f"random-click pseudo-labels {a['random_pseudo']['pct_of_full_mean']:.1f} % ({seeds}). Paired val mIoU "
-        f"differences, 95 % interval: " + "; ".join(diffs),
+        f"pseudo-labels {a['pseudo']['miou_mean']:.3f}, {pct['pseudo']} of full; the clicks alone (sparse) "
+        f"{pct['sparse']}, random pixels {pct['random']}, random-click pseudo-labels {pct['random_pseudo']} "
+        f"({seeds}). Paired val mIoU differences, 95 % interval: " + "; ".join(diffs),
     ]
 
 

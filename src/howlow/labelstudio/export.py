@@ -13,13 +13,14 @@ names the export).
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from ..console import Progress
 from ..data import load_prepared
 from ..io import DataError, read_json, write_json
 from ..layout import Layout
@@ -32,6 +33,8 @@ from ..params import Params
 from ..stages.oracle import _save_result, finish, start, use_runtime
 from ..studies.dataset.annotations import click_rounds
 from .clicks import BadRequest, keypoints, to_pixels, unique_pixels
+
+log = logging.getLogger(__name__)
 
 CURVE_POINTS = 32  # rounds scored against the ground truth per image (each costs a whole-image prediction)
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(.+)$")  # Label Studio prefixes uploaded file names so
@@ -115,6 +118,7 @@ def run(params: Params, layout: Layout) -> dict:
         state = PropagateState(image.shape[:2], rounds, keep, Scorer(image, p))
         jobs.append(Job(key, pixel_features(image, p), image_seed(p.seed, key), state))
     summaries = []
+    bar = Progress(log, "label-studio-import", len(jobs), "image")
 
     def done(job: Job, weights: dict, seconds: float) -> None:
         assert isinstance(job.state, PropagateState)
@@ -140,14 +144,11 @@ def run(params: Params, layout: Layout) -> dict:
         run.model.load_state_dict(weights)
         summaries.append(_save_result(params, job.key, label, run, layout))
         s = summaries[-1]
-        print(
-            f"[label-studio-import {len(summaries)}/{len(jobs)}] {job.key}: {s['revealed']} clicks "
-            f"({s['revealed_pct']:.3f} %), accuracy {s['accuracy']:.4f}",
-            file=sys.stderr,
-            flush=True,
-        )
+        log.debug("%s: %d clicks (%.3f %%), accuracy %.4f", job.key, s["revealed"], s["revealed_pct"], s["accuracy"])
+        bar.update(f"{job.key} {s['revealed']} clicks, accuracy {s['accuracy']:.4f}")
 
     run_recipe(jobs, p, prepared.n_classes, params.runtime.oracle_batch, done, params.runtime.device)
+    bar.close()
     order = {k: i for i, k in enumerate(tasks)}
     totals = finish(sorted(summaries, key=lambda s: order[s["id"]]), layout)
     # the person's clicks in all, beside the per-image budget (totals.json is numbers only: MLflow logs them)

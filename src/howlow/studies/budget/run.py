@@ -9,9 +9,10 @@ pixels as [y, x, class, round] in reveal order (the training-order stage replays
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 
+from ...console import Progress
 from ...data import load_prepared
 from ...io import atomic_write_bytes
 from ...layout import Layout
@@ -21,6 +22,8 @@ from ...stages.oracle import use_runtime
 from ..common import machine
 from . import items, run_path
 
+log = logging.getLogger(__name__)
+
 
 def run(params: Params, layout: Layout) -> dict:
     use_runtime(params)
@@ -29,16 +32,15 @@ def run(params: Params, layout: Layout) -> dict:
     todo = items(params, prepared, p.seed)
     shapes = {key: label.shape for key, _, label, _ in todo}
     runs: dict[str, OracleRun] = {}
+    bar = Progress(log, f"budget-run {p.strategy}-{p.seed}", len(todo), "image")
 
     def done(key: str, run: OracleRun) -> None:
         runs[key] = run
         last = run.curve[-1]
-        print(
-            f"[budget-run {p.strategy}-{p.seed} {len(runs)}/{len(todo)}] {key}: {last['revealed']} px "
-            f"({100 * last['revealed_fraction']:.3f} %), acc {last['accuracy']:.4f}",
-            file=sys.stderr,
-            flush=True,
+        log.debug(
+            "%s: %d px (%.3f %%), acc %.4f", key, last["revealed"], 100 * last["revealed_fraction"], last["accuracy"]
         )
+        bar.update(f"{key} {last['revealed']} px, acc {last['accuracy']:.4f}")
 
     t0 = time.perf_counter()
     run_oracle_many(
@@ -51,6 +53,7 @@ def run(params: Params, layout: Layout) -> dict:
         params.runtime.select_workers,
     )
     wall = time.perf_counter() - t0
+    bar.close()
     images = []
     for key, *_ in todo:  # in split order, whatever order the engine finished them in
         r, (h, w) = runs[key], shapes[key]

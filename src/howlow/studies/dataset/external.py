@@ -12,11 +12,12 @@ a network can only name the classes it was trained on.
 
 from __future__ import annotations
 
-import sys
+import logging
 import tempfile
 from datetime import date
 from pathlib import Path
 
+from ...console import Progress
 from ...data import load_prepared, prepare
 from ...io import DataError, atomic_write_bytes, write_json
 from ...layout import Layout, project_root
@@ -25,6 +26,8 @@ from ...segmentation.train import evaluate_source
 from ..common import machine
 from . import networks_dir, results_dir, study_name, training_images
 from .report import _interval, aggregate, load_rows, paired
+
+log = logging.getLogger(__name__)
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -50,10 +53,11 @@ def run(params: Params, layout: Layout) -> dict:
         if not val:
             raise DataError(f"{params.data.source}: no val images to score (layout {params.data.layout})")
         scored = []
-        for i, r in enumerate(rows, 1):
-            model = networks_dir(root) / r["model"]
-            print(f"[study-evaluate {i}/{len(rows)}] {r['name']}", file=sys.stderr, flush=True)
-            scored.append({**r, **evaluate_source(prepared, model)})
+        bar = Progress(log, "study-evaluate", len(rows), "network")
+        for r in rows:
+            scored.append({**r, **evaluate_source(prepared, networks_dir(root) / r["model"])})
+            bar.update(f"{r['name']} mIoU {scored[-1]['miou']:.3f}")
+        bar.close()
     rep = {
         "study": study_name(root),
         "evaluated_on": params.dataset_name,

@@ -9,14 +9,17 @@ that grows by a seed adds only the new seed's runs. A row trained in another ses
 from __future__ import annotations
 
 import hashlib
-import sys
+import logging
 
+from ...console import Progress
 from ...data import load_prepared
 from ...io import read_json, write_json
 from ...layout import Layout
 from ...params import Params
 from ...tracking import log_study_row, logged_study_rows, tracking_uri
 from . import networks_dir, results_dir, row_path, study_name, training_images
+
+log = logging.getLogger(__name__)
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -27,6 +30,7 @@ def run(params: Params, layout: Layout) -> dict:
     known = logged_study_rows(experiment, uri)
     prepared = load_prepared(training_images(root))
     runs, new = {}, 0
+    bar = Progress(log, "study-track", len(rows), "row")
     for row in rows:
         digest = hashlib.sha256(row_path(root, row["name"]).read_bytes()).hexdigest()[:16]
         if digest not in known:
@@ -41,10 +45,9 @@ def run(params: Params, layout: Layout) -> dict:
             )
             new += 1
         runs[row["name"]] = known[digest]
-    print(
-        f"[study-track] {new} new runs, {len(rows) - new} already logged, experiment {experiment} at {uri}",
-        file=sys.stderr,
-    )
+        bar.update(row["name"])
+    bar.close()
+    log.info("%d new runs, %d already logged, experiment %s at %s", new, len(rows) - new, experiment, uri)
     out = {"experiment": experiment, "runs": runs}
     write_json(results_dir(root) / "mlflow.json", out)
     return {"experiment": experiment, "runs": len(runs), "new": new}
