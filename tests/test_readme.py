@@ -37,9 +37,16 @@ def budget_row(agg: dict, paired: list[dict], target: float) -> list[str]:
     a = {s: agg[s, target] for s in ("pseudo", "sparse", "random", "random_pseudo")}
     assert len({round(x["annotated_pct"], 6) for x in a.values()}) == 1  # equal budgets
     n = {x["seeds"] for x in a.values()}
-    seeds = f"{n.pop()} seeds each" if len(n) == 1 else ", ".join(f"{s} {x['seeds']}" for s, x in a.items()) + " seeds"
+    seeds = (
+        f"{(k := n.pop())} seed{'s' if k > 1 else ''} each"
+        if len(n) == 1
+        else ", ".join(f"{s} {x['seeds']}" for s, x in a.items()) + " seeds"
+    )
     diffs = []
     for d in (d for d in paired if d["target"] == target):
+        if d["ci95"] is None:  # one seed: a difference, no interval
+            diffs.append(f"{d['comparison']} {d['mean']:+.3f} ({d['n']} seed, no interval)")
+            continue
         lo, hi = d["ci95"]
         resolved = " **resolved**" if lo > 0 or hi < 0 else ""
         diffs.append(f"{d['comparison']} {d['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({d['n']} seeds){resolved}")
