@@ -32,6 +32,7 @@ from ..oracle.replay import PropagateState
 from ..params import Params
 from ..stages.oracle import _save_result, finish, start, use_runtime
 from ..studies.dataset.annotations import click_rounds
+from ..tracking import HUMAN
 from .clicks import BadRequest, keypoints, to_pixels, unique_pixels
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,5 @@ def run(params: Params, layout: Layout) -> dict:
     # the person's clicks in all, beside the per-image budget (totals.json is numbers only: MLflow logs them)
     totals["clicks"] = int(sum(len(c) for c in clicks.values()))
     write_json(layout.oracle / "totals.json", totals)
-    write_json(
-        layout.oracle / "label_studio.json", {"annotator": "label-studio", "export": str(export), "tasks": list(tasks)}
-    )
+    write_json(layout.oracle / "label_studio.json", {"annotator": HUMAN, "export": str(export), "tasks": list(tasks)})
     return totals
