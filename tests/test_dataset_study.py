@@ -154,6 +154,9 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
     assert "| pseudo | 0.9 |" in md and "| 0.9 | pseudo - random_pseudo |" in md and "syn: 3" in md
     assert rep["machines"] and "Machine: " in md
     assert "| 0.9 all | 3 |" in md and "| 0.9 | " in md.split("Pseudo-labels against")[1]
+    for q in rep["sparse_quality"].values():  # annotated at the training scale: a click is its pixel's truth
+        assert q["agreement"] == 1.0 and q["labelled_px_per_image"] == q["clicks_per_image"] > 0
+    assert "| 0.9 | " in md.split("The clicks alone (`sparse`) at the training scale")[1]
     for f in ("report.png", "learning_curve.png", "curve.csv", "metrics.json"):
         assert (study / "results" / f).stat().st_size > 0
     # MLflow: one run per row and the convergence row, in the study's experiment, a model each
@@ -232,9 +235,10 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread, monkeypatch
     data/prepared_oracle, the data-set networks train on the same images at 24x32; every sparse
     source costs the Oracle's clicks at the target, as a share of the 48x64 image. A killed propagate
     resumes to the same bytes."""
+    from howlow.data import load_prepared
     from howlow.layout import Layout
     from howlow.stages import prepare
-    from howlow.studies.dataset import annotate, annotations, propagate, rows
+    from howlow.studies.dataset import annotate, annotations, propagate, report, rows
 
     (tmp_path / ".dvc").mkdir()  # the project root, where a relative data.source is read
     params = make_params(
@@ -298,6 +302,13 @@ def test_oracle_at_a_finer_scale_than_training(tmp_path, one_thread, monkeypatch
         assert row["annotated_pct"] == pytest.approx(100 * revealed / (3 * 48 * 64))
         assert (tmp_path / "networks" / row["name"] / f"{source}.pt").is_file()
         assert (tmp_path / "rows" / f"{row['name']}.json").is_file()
+    # the clicks alone at half the Oracle's scale: up to four clicks share a training pixel, and a
+    # click on a class edge may name another class than the pixel's downscaled truth
+    quality = report.sparse_quality(params, layout, load_prepared(layout.root / "data/prepared"), [0.8, 0.9])
+    top = quality["0.9"]
+    assert top["clicks_per_image"] == revealed / 3
+    assert 0 < top["labelled_px_per_image"] <= top["clicks_per_image"] and 0 < top["agreement"] <= 1
+    assert quality["0.8"]["clicks_per_image"] <= top["clicks_per_image"]
     with pytest.raises(ParamsError, match=r"oracle\.target_accuracy"):
         wrong = params.oracle.model_copy(update={"target_accuracy": 0.95})
         one = params.train.model_copy(update={"label_sources": ["pseudo"]})
