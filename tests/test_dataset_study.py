@@ -24,7 +24,7 @@ from howlow.studies.dataset.report import aggregate, load_rows, missing_text, pa
 TINY_STUDY = {
     "data": {"synthetic": {"n_train": 3, "n_val": 2, "height": 48, "width": 64}},
     "oracle": {"target_accuracy": 0.9},
-    "train": {"width": 4, "depth": 2, "epochs": 3, "batch_size": 2, "crop": [32, 48]},
+    "train": {"width": 4, "depth": 2, "epochs": 3, "batch_size": 2, "crop": [32, 48], "eval_every": 2},
     "study": {
         "targets": [0.9],
         "seeds": [0, 1],
@@ -154,6 +154,11 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
     assert "| pseudo | 0.9 |" in md and "| 0.9 | pseudo - random_pseudo |" in md and "syn: 3" in md
     assert rep["machines"] and "Machine: " in md
     assert "| 0.9 all | 3 |" in md and "| 0.9 | " in md.split("Pseudo-labels against")[1]
+    ends = {(e["source"], e["target"]): e for e in rep["curve_ends"]}  # val mIoU after epochs 2 and 3
+    assert set(ends) == {("full", None)} | {(s, 0.9) for s in sources}
+    assert all(e["epochs"] == [2, 3] and e["seeds"] == 2 for e in ends.values())
+    full_end = np.mean([by[f"full-{k}"]["miou"] for k in (0, 1)])
+    assert ends["full", None]["miou"][1] == pytest.approx(full_end) and "| full | - | 2 |" in md
     for q in rep["sparse_quality"].values():  # annotated at the training scale: a click is its pixel's truth
         assert q["agreement"] == 1.0 and q["labelled_px_per_image"] == q["clicks_per_image"] > 0
     assert "| 0.9 | " in md.split("The clicks alone (`sparse`) at the training scale")[1]

@@ -181,6 +181,13 @@ def markdown(rep: dict) -> str:
             f"- Convergence check: `full`, seed {c['seed']}: val mIoU {c['miou']:.3f} after {c['epochs']} "
             f"epochs, {c['miou_x2']:.3f} after {c['epochs_x2']} ({c['miou_x2'] - c['miou']:+.3f})."
         )
+    if rep["curve_ends"]:
+        checked = "`full` only" if c else "no source"
+        lines.append(
+            f"- Twice the schedule was run for {checked}. Where each curve ends (val mIoU, mean over seeds, at "
+            "the last two evaluations) is below; the one-cycle learning rate falls to 0 at the end, so a flat "
+            "end is weaker evidence than twice the schedule."
+        )
     lines += [
         "",
         "| source | Oracle target | annotated % | px / image | val mIoU | % of full | pixel acc | "
@@ -222,6 +229,15 @@ def markdown(rep: dict) -> str:
             + " | ".join(f"{a['per_class_iou_mean'][c]:.3f}" for c in classes)
             + " |"
         )
+    if rep["curve_ends"]:
+        lines += ["", "Where the learning curves end (val mIoU, mean over seeds):", ""]
+        lines += ["| source | target | epoch | val mIoU | epoch | val mIoU | change |", "|---|---|---|---|---|---|---|"]
+        for e in rep["curve_ends"]:
+            lines.append(
+                f"| {e['source']} | {'-' if e['target'] is None else e['target']} | {e['epochs'][0]} | "
+                f"{e['miou'][0]:.3f} | {e['epochs'][1]} | {e['miou'][1]:.3f} | "
+                f"{100 * (e['miou'][1] / e['miou'][0] - 1):+.1f} % |"
+            )
     lines += budget_markdown(rep)
     lines += [
         "",
@@ -323,6 +339,30 @@ def _brief(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("history", "epoch_seconds")}
 
 
+def curve_ends(rows: list[dict]) -> list[dict]:
+    """Per (source, target): the mean over seeds of the last two val evaluations of the learning curve,
+    where a training's convergence shows short of twice the schedule."""
+    groups: dict[tuple, list[list[tuple[int, float]]]] = {}
+    for r in rows:
+        evals = [(h["epoch"], h["val_miou"]) for h in r.get("history", []) if h.get("val_miou") is not None]
+        if len(evals) >= 2:
+            groups.setdefault((r["source"], r["target"]), []).append(evals[-2:])
+    out = []
+    for (source, target), ends in groups.items():
+        if len({tuple(e for e, _ in end) for end in ends}) != 1:  # seeds evaluated at other epochs
+            continue
+        out.append(
+            {
+                "source": source,
+                "target": target,
+                "seeds": len(ends),
+                "epochs": [e for e, _ in ends[0]],
+                "miou": [float(np.mean([end[i][1] for end in ends])) for i in (0, 1)],
+            }
+        )
+    return sorted(out, key=lambda e: (ORDER.index(e["source"]), e["target"] or 0))
+
+
 def learning_curves(rows: list[dict]) -> dict[str, list[dict]]:
     """The `full` trainings' histories (val mIoU every train.eval_every epochs, training seconds)."""
     return {
@@ -404,6 +444,7 @@ def run(params: Params, layout: Layout) -> dict:
             "train_hours": sum(r["train_seconds"] for r in rows) / 3600,
         },
         "convergence": convergence,
+        "curve_ends": curve_ends(rows),
         "aggregate": agg,
         "paired": paired(rows, s.targets),
         "rows": [_brief(r) for r in rows],
