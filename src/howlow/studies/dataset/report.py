@@ -307,16 +307,19 @@ def sparse_quality(params: Params, layout: Layout, prepared: Prepared, targets: 
     of those whose label is the training-scale ground truth (the Oracle's later clicks sit on class
     edges, which a downscale moves)."""
     rows = {r["id"]: r for r in prepared.split("train")}
+    truth: dict[str, np.ndarray] = {}  # read once for every target
     out = {}
     for target in targets:
         anns = budget_annotations(layout.root, target)
         clicks = labelled = agree = 0
         for image_id, ann in anns.items():
             sparse = label_map("sparse", params, prepared, rows[image_id], layout, ann)
+            if image_id not in truth:
+                truth[image_id] = prepared.label(rows[image_id])
             mask = sparse != VOID
             clicks += len(ann.clicks)
             labelled += int(mask.sum())
-            agree += int((sparse[mask] == prepared.label(rows[image_id])[mask]).sum())
+            agree += int((sparse[mask] == truth[image_id][mask]).sum())
         out[target_name(target)] = {
             "clicks_per_image": clicks / len(anns),
             "labelled_px_per_image": labelled / len(anns),
