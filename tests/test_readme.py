@@ -91,10 +91,10 @@ def claims() -> list[tuple[str, str]]:
     b = load(path)
     assert b["annotated"] == b["train_images"] == 367 and b["tuned_on"] == ["0016E5"]
 
-    def per_frame(h: dict, target: str) -> str:
+    def per_frame(h: dict, target: str, unit: str = "frames") -> str:
         return (
-            f"{h['mean_pct']:.3f} % ({h['mean_px']:.0f} px, median {h['median_pct']:.3f} %), "
-            f"{100 * h['reached']:.0f} % of frames reach {100 * float(target):.0f} %"
+            f"{h['mean_pct']:.3f} % ({h['mean_px']:,.0f} px, median {h['median_pct']:.3f} %), "
+            f"{100 * h['reached']:.0f} % of {unit} reach {100 * float(target):.0f} %"
         )
 
     for target in ("0.98", "0.95", "0.9"):
@@ -114,14 +114,7 @@ def claims() -> list[tuple[str, str]]:
     b = load(path)
     assert b["annotated"] == b["train_images"] == 126 and b["tuned_on"] == []
     dubai = {t: b["targets"][t]["held_out"] for t in ("0.98", "0.95", "0.9")}
-    for target, h in dubai.items():
-        out.append(
-            (
-                path,
-                f"{h['mean_pct']:.3f} % ({h['mean_px']:,.0f} px, median {h['median_pct']:.3f} %), "
-                f"{100 * h['reached']:.0f} % of tiles reach {100 * float(target):.0f} %",
-            )
-        )
+    out += [(path, per_frame(h, target, "tiles")) for target, h in dubai.items()]
     out.append((path, f"all {dubai['0.98']['frames']} train tiles (t1-t8), one Oracle run each"))
     val = budget("reports/oracle_budget/dubai_aerial-vote-val9.json")["revealed_pct"]["mean"]
     high, mid, low = (dubai[t]["mean_pct"] for t in ("0.98", "0.95", "0.9"))
