@@ -31,9 +31,10 @@ def interval(d: dict) -> str:
 
 
 def budget_row(agg: dict, paired: list[dict], target: float) -> list[str]:
-    """The README's row of one Oracle target of the CamVid data-set study: each source's val mIoU as a
+    """The README's row of one Oracle target of a data-set study: each source's val mIoU as a
     share of full, and every paired difference, `**resolved**` exactly where its 95 % interval
-    excludes 0 (the README claims an ordering nowhere else)."""
+    excludes 0 over 5 seeds, or over fewer where the sources are more than 5 % of full apart (the
+    README claims an ordering nowhere else)."""
     a = {s: agg[s, target] for s in ("pseudo", "sparse", "random", "random_pseudo")}
     assert len({round(x["annotated_pct"], 6) for x in a.values()}) == 1  # equal budgets
     n = {x["seeds"] for x in a.values()}
@@ -48,7 +49,10 @@ def budget_row(agg: dict, paired: list[dict], target: float) -> list[str]:
             diffs.append(f"{d['comparison']} {d['mean']:+.3f} ({d['n']} seed, no interval)")
             continue
         lo, hi = d["ci95"]
-        resolved = " **resolved**" if lo > 0 or hi < 0 else ""
+        resolved = ""
+        if lo > 0 or hi < 0:  # the issue's rule: 5 seeds wherever two sources are within 5 % of full
+            close = abs(d["mean"]) < 0.05 * agg["full", None]["miou_mean"]
+            resolved = " **resolved**" if d["n"] >= 5 or not close else " (excludes 0, but under 5 seeds: interim)"
         diffs.append(f"{d['comparison']} {d['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({d['n']} seeds){resolved}")
     pct = {s: f"{x['pct_of_full_mean']:.1f} %" for s, x in a.items()}
     return [
@@ -57,6 +61,21 @@ def budget_row(agg: dict, paired: list[dict], target: float) -> list[str]:
         f"{pct['sparse']}, random pixels {pct['random']}, random-click pseudo-labels {pct['random_pseudo']} "
         f"({seeds}). Paired val mIoU differences, 95 % interval: " + "; ".join(diffs),
     ]
+
+
+def study_rows(rep: dict) -> list[str]:
+    """The README's rows of a data-set study: `full` over its seeds, one row per Oracle target, and how
+    many of its trainings are done."""
+    agg = {(a["source"], a["target"]): a for a in rep["aggregate"]}
+    full = agg["full", None]
+    assert min(full["per_class_iou_mean"].values()) > 0  # "every class has IoU > 0"
+    out = [f"**{full['miou_mean']:.3f} ± {full['miou_std']:.3f} val mIoU** ({full['seeds']} seeds)"]
+    targets = sorted({t for (src, t) in agg if src == "pseudo"}, reverse=True)
+    assert 0.95 in targets
+    out += [text for t in targets for text in budget_row(agg, rep["paired"], t)]
+    done, planned = len(rep["rows"]), len(rep["rows"]) + len(rep["missing"])
+    out.append(f"under way: {done} of its {planned} trainings" if rep["missing"] else f"all {done} of its trainings")
+    return out
 
 
 def claims() -> list[tuple[str, str]]:
@@ -140,19 +159,23 @@ def claims() -> list[tuple[str, str]]:
     path = "studies/dataset_camvid/results/report.json"
     rep = load(path)
     assert len(rep["frames"]["train"]) == 367 and len(rep["frames"]["val"]) == 101
-    agg = {(a["source"], a["target"]): a for a in rep["aggregate"]}
-    full = agg["full", None]
-    assert min(full["per_class_iou_mean"].values()) > 0
-    out.append((path, f"**{full['miou_mean']:.3f} ± {full['miou_std']:.3f} val mIoU** ({full['seeds']} seeds)"))
-    targets = sorted({t for (src, t) in agg if src == "pseudo"}, reverse=True)
-    assert 0.95 in targets
-    out += [(path, text) for t in targets for text in budget_row(agg, rep["paired"], t)]
-    done, planned = len(rep["rows"]), len(rep["rows"]) + len(rep["missing"])
+    out += [(path, text) for text in study_rows(rep)]
     sq = rep["sparse_quality"]  # the prose on why the clicks alone get worse from 0.95 to 0.98
     out.append((path, f"at the training scale {100 * (1 - sq['0.98']['agreement']):.0f} % of the pixels they label"))
     out.append((path, f"downscaled truth ({100 * (1 - sq['0.95']['agreement']):.0f} % at 0.95)"))
-    progress = f"under way: {done} of its {planned} trainings" if rep["missing"] else f"all {done} of its trainings"
-    out.append((path, progress))
+    path = "studies/dataset_dubai/results/report.json"
+    rep = load(path)
+    assert len(rep["frames"]["train"]) == 126 and len(rep["frames"]["val"]) == 36
+    out += [(path, text) for text in study_rows(rep)]
+    low = next(a for a in rep["aggregate"] if a["source"] == "pseudo" and a["target"] == 0.9)
+    assert all(a["pct_of_full_mean"] >= 100 for a in rep["aggregate"] if a["source"] == "pseudo")
+    out.append(
+        (path, f"down to {low['annotated_pct']:.3f} % of the pixels\n  ({low['pct_of_full_mean']:.1f} % of full)")
+    )
+    c = rep["convergence"]
+    rel = 100 * (c["miou_x2"] / c["miou"] - 1)
+    assert rel < 2
+    out.append((path, f"moves `full` from {c['miou']:.3f} to {c['miou_x2']:.3f} (+{rel:.1f} %, under the 2 % rule)"))
     path = "reports/dataset_level/camvid-vote.json"
     rows = load(path)["rows"]
     pseudo = seeds_of(rows, "pseudo", 0.95)
