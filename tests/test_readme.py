@@ -31,6 +31,11 @@ def interval(d: dict) -> str:
     return f"{d['mean']:+.3f} val mIoU, 95 % interval [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
 
 
+def bound(x: float) -> str:
+    """An interval's end to 3 decimals, or 4 where 3 would print a resolved end as 0.000."""
+    return f"{x:+.3f}" if abs(x) >= 0.0005 else f"{x:+.4f}"
+
+
 def budget_row(agg: dict, paired: list[dict], target: float) -> list[str]:
     """The README's row of one Oracle target of a data-set study: each source's val mIoU as a
     share of full, and every paired difference, `**resolved**` exactly where its 95 % interval
@@ -54,7 +59,7 @@ def budget_row(agg: dict, paired: list[dict], target: float) -> list[str]:
         if lo > 0 or hi < 0:  # the issue's rule: 5 seeds wherever two sources are within 5 % of full
             close = abs(d["mean"]) < 0.05 * agg["full", None]["miou_mean"]
             resolved = " **resolved**" if d["n"] >= 5 or not close else " (excludes 0, but under 5 seeds: interim)"
-        diffs.append(f"{d['comparison']} {d['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({d['n']} seeds){resolved}")
+        diffs.append(f"{d['comparison']} {d['mean']:+.3f} [{bound(lo)}, {bound(hi)}] ({d['n']} seeds){resolved}")
     pct = {s: f"{x['pct_of_full_mean']:.1f} %" for s, x in a.items()}
     return [
         f"Oracle target {target:g} ({a['pseudo']['annotated_pct']:.3f} % of the pixels annotated)",
