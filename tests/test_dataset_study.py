@@ -12,12 +12,14 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from conftest import ROOT, make_params, project_env, run
 from howlow.io import DataError
+from howlow.layout import Layout
 from howlow.params import ParamsError
-from howlow.studies.dataset import budget_sources, row_name, target_name
-from howlow.studies.dataset.report import aggregate, load_rows, missing_text, paired
+from howlow.studies.dataset import budget_sources, convergence, row_name, target_name
+from howlow.studies.dataset.report import aggregate, load_rows, longer_rows, missing_text, paired, schedule_checks
 
 # The embedded scenes at their smallest: 3 training and 2 val images of 48x64, one target, two
 # seeds, 3 epochs of a width-4 U-Net (the project fixture's params.yaml already holds conftest.TINY).
@@ -30,6 +32,7 @@ TINY_STUDY = {
         "seeds": [0, 1],
         "label_sources": ["pseudo", "random_pseudo", "sparse", "random"],
         "convergence_check": True,
+        "convergence_target": 0.9,
         "tuned_on": ["syn"],
     },
     "runtime": {"threads": 1},
@@ -94,6 +97,40 @@ def test_load_rows_reports_a_study_under_way(tmp_path):
     assert [r["name"] for r in rows] == ["full-0", "full-1", "pseudo-0.9-0"] and conv is None
     assert missing == ["pseudo-0.9-1", "random-0.9-0", "random-0.9-1", "full-x2"]
     assert missing_text(missing) == "pseudo-0.9 seeds 1; random-0.9 seeds 0, 1; full-x2"
+    # with study.convergence_target, each budget source at twice the schedule is a row too
+    longer = make_params(
+        {"study": {"targets": [0.9], "seeds": [0, 1], "label_sources": ["pseudo", "random"], "convergence_target": 0.9}}
+    )
+    write_json(tmp_path / "rows" / "random-x2.json", {"name": "random-x2", "skipped": True})
+    assert load_rows(longer, tmp_path)[2][-2:] == ["full-x2", "pseudo-x2"]
+    assert longer_rows(longer, tmp_path) == []  # a skipped row is no check
+
+
+def test_schedule_checks_pair_each_longer_row_with_its_usual_one():
+    rows = [_row("full", None, 0, 0.50, epochs=30, machine="a"), _row("pseudo", 0.9, 0, 0.40, epochs=30, machine="a")]
+    rows += [_row("pseudo", 0.9, 1, 0.90, epochs=30, machine="a")]  # another seed: not its pair
+    conv = _row("full", None, 0, 0.505, epochs=60, machine="a")
+    longer = [_row("pseudo", 0.9, 0, 0.42, epochs=60, machine="b"), _row("random", 0.9, 0, 0.3, epochs=60, machine="b")]
+    checks = schedule_checks(rows, conv, longer)
+    assert [(x["source"], x["epochs"], x["epochs_x2"]) for x in checks] == [("full", 30, 60), ("pseudo", 30, 60)]
+    full, pseudo = checks  # random has no row at the usual schedule: nothing to compare
+    assert full["change_pct"] == pytest.approx(1.0) and full["converged"]
+    assert pseudo["change_pct"] == pytest.approx(5.0) and not pseudo["converged"]
+    assert (pseudo["machine"], pseudo["machine_x2"]) == ("a", "b")
+
+
+def test_convergence_target_is_one_of_the_targets_and_a_null_target_skips(tmp_path):
+    with pytest.raises(ValidationError, match=r"study\.convergence_target"):
+        make_params({"study": {"targets": [0.9, 0.95], "convergence_target": 0.98}})
+    params = make_params({"study": {"label_sources": ["pseudo"]}, "train": {"label_sources": ["pseudo"]}})
+    assert params.study.convergence_target is None  # params.yaml: full only
+    assert convergence.run(params, Layout(tmp_path)) == {"skipped": True}
+    assert json.loads((tmp_path / "rows" / "pseudo-x2.json").read_text()) == {"name": "pseudo-x2", "skipped": True}
+    with pytest.raises(ParamsError, match=r"train\.label_sources"):
+        convergence.run(
+            params.model_copy(update={"train": params.train.model_copy(update={"label_sources": ["full"]})}),
+            Layout(tmp_path),
+        )
 
 
 def test_names_follow_dvc_matrix_keys_and_full_is_not_a_budget_source(tmp_path):
@@ -150,6 +187,16 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
     assert all(d["n"] == 2 and len(d["ci95"]) == 2 for d in rep["paired"])
     conv = rep["convergence"]
     assert (conv["seed"], conv["epochs"], conv["epochs_x2"]) == (0, 3, 6) and conv["miou"] == by["full-0"]["miou"]
+    # every source at twice the schedule too (study.convergence_target), beside its seed-0 row
+    checks = {x["source"]: x for x in rep["schedule_checks"]}
+    assert set(checks) == {"full", *sources}
+    assert all((x["seed"], x["epochs"], x["epochs_x2"]) == (0, 3, 6) for x in checks.values())
+    assert checks["sparse"]["miou"] == by["sparse-0.9-0"]["miou"]
+    longer = json.loads((study / "rows/sparse-x2.json").read_text())
+    assert (
+        checks["sparse"]["miou_x2"] == longer["miou"]
+        and longer["annotated_pixels"] == by["sparse-0.9-0"]["annotated_pixels"]
+    )
     md = (study / "results/report.md").read_text()
     assert "| pseudo | 0.9 |" in md and "| 0.9 | pseudo - random_pseudo |" in md and "syn: 3" in md
     assert rep["machines"] and "Machine: " in md
@@ -167,7 +214,7 @@ def test_study_pipeline_trains_every_row_reports_tracks_and_reruns_nothing(proje
     # MLflow: one run per row and the convergence row, in the study's experiment, a model each
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["howlow-dataset_tiny"], output_format="list")
-    assert sorted(r.info.run_name for r in runs) == sorted(names | {"full-x2"})
+    assert sorted(r.info.run_name for r in runs) == sorted(names | {"full-x2"} | {f"{s}-x2" for s in sources})
     assert len({tuple(sorted(r.data.params)) for r in runs}) == 1
     longer = next(r for r in runs if r.info.run_name == "full-x2")
     assert longer.data.params["train.epochs"] == "6" and longer.data.metrics["miou"] == pytest.approx(conv["miou_x2"])

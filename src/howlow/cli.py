@@ -61,6 +61,10 @@ COMMANDS = {
         "howlow.studies.dataset.rows:convergence",
         "data-set study: full for twice the epochs (stage convergence)",
     ),
+    "study-convergence-source": (
+        "howlow.studies.dataset.convergence:run",
+        "data-set study: a budget source at study.convergence_target, twice the epochs (convergence_sources)",
+    ),
     "study-report": (
         "howlow.studies.dataset.report:run",
         "data-set study: mean ± std, share of full, paired differences",

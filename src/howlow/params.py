@@ -157,6 +157,9 @@ class StudyParams(_Group):
     # also train `full` on the first seed for twice the epochs: the report shows whether the
     # schedule has converged (mIoU barely moves) or not
     convergence_check: bool
+    # with convergence_check, also each label source at this Oracle target (one of `targets`): its
+    # own schedule may converge later than full labels'; null = `full` only
+    convergence_target: float | None
     # resolution (data.scale factor) the Oracle annotates at; null = data.scale. The data-set networks
     # always train and are scored at data.scale: e.g. annotate CamVid at native resolution (1.0), where
     # the budget in % means what the paper means, and train at 0.25 where a CPU can
@@ -171,6 +174,8 @@ class StudyParams(_Group):
             raise ValueError("study.targets must be a non-empty list of accuracies in (0, 1]")
         _distinct("study.seeds", self.seeds)
         _distinct("study.label_sources", self.label_sources)
+        if self.convergence_target is not None and self.convergence_target not in self.targets:
+            raise ValueError(f"study.convergence_target must be null or one of study.targets {self.targets}")
         return self
 
 

@@ -33,6 +33,7 @@ from . import (
     training_images,
 )
 from .annotations import RANDOM_PSEUDO, annotations_dir, budget_annotations, budget_table, sequence
+from .convergence import checked, longer_name
 
 ORDER = ["full", "pseudo", "confident", "random_pseudo", "sparse", "random"]
 # the claim: pseudo-labels against each alternative at the same budget (full: at any budget)
@@ -112,7 +113,47 @@ def load_rows(params: Params, root: Path) -> tuple[list[dict], dict | None, list
     conv = read_json(conv_path) if conv_path.is_file() else None
     if conv is None and s.convergence_check:
         missing.append(CONVERGENCE)
+    if checked(params):
+        missing += [n for n in map(longer_name, budget_sources(params)) if not row_path(root, n).is_file()]
     return rows, None if conv is None or conv.get("skipped") else conv, missing
+
+
+def longer_rows(params: Params, root: Path) -> list[dict]:
+    """The budget sources' rows at twice the schedule there are (stage convergence_sources)."""
+    if not checked(params):
+        return []
+    paths = [row_path(root, longer_name(src)) for src in budget_sources(params)]
+    found = [read_json(p) for p in paths if p.is_file()]
+    return [r for r in found if not r.get("skipped")]
+
+
+def schedule_checks(rows: list[dict], conv: dict | None, longer: list[dict]) -> list[dict]:
+    """Each row at twice the schedule beside the same source, target and seed at the usual one: the
+    relative change in val mIoU (the study's rule: under 2 % is converged). The two may come from
+    different machines (training is deterministic per machine only): both are named."""
+    by = {(r["source"], r["target"], r["seed"]): r for r in rows}
+    out = []
+    for x2 in ([conv] if conv else []) + longer:
+        base = by.get((x2["source"], x2["target"], x2["seed"]))
+        if base is None:
+            continue
+        change = 100 * (x2["miou"] / base["miou"] - 1)
+        out.append(
+            {
+                "source": x2["source"],
+                "target": x2["target"],
+                "seed": x2["seed"],
+                "epochs": base["epochs"],
+                "miou": base["miou"],
+                "epochs_x2": x2["epochs"],
+                "miou_x2": x2["miou"],
+                "change_pct": change,
+                "converged": abs(change) < 2,
+                "machine": base["machine"],
+                "machine_x2": x2["machine"],
+            }
+        )
+    return out
 
 
 def augment_text(setup: dict) -> str:
@@ -179,12 +220,26 @@ def markdown(rep: dict) -> str:
     if c:
         lines.append(
             f"- Convergence check: `full`, seed {c['seed']}: val mIoU {c['miou']:.3f} after {c['epochs']} "
-            f"epochs, {c['miou_x2']:.3f} after {c['epochs_x2']} ({c['miou_x2'] - c['miou']:+.3f})."
+            f"epochs, {c['miou_x2']:.3f} after {c['epochs_x2']} ({c['miou_x2'] - c['miou']:+.3f}, "
+            f"{100 * (c['miou_x2'] / c['miou'] - 1):+.1f} %, "
+            f"{'under' if abs(c['miou_x2'] / c['miou'] - 1) < 0.02 else 'over'} the 2 % rule)."
+        )
+    checks = rep.get("schedule_checks", [])
+    for x in (x for x in checks if x["source"] != "full"):  # full's is the line above
+        lines.append(
+            f"- Convergence check: `{x['source']}` at Oracle target {x['target']}, seed {x['seed']}: val mIoU "
+            f"{x['miou']:.3f} after {x['epochs']} epochs, {x['miou_x2']:.3f} after {x['epochs_x2']} "
+            f"({x['change_pct']:+.1f} %, {'under' if x['converged'] else 'over'} the 2 % rule)."
+        )
+    if any(x["machine"] != x["machine_x2"] for x in checks):
+        lines.append(
+            "- Some of these pairs were trained in different sessions (machine and date of each in "
+            "report.json); training is deterministic per machine only, so a change can hold a machine's share."
         )
     if rep["curve_ends"]:
-        checked = "`full` only" if c else "no source"
+        done = ", ".join(f"`{x['source']}`" for x in checks) or "no source"
         lines.append(
-            f"- Twice the schedule was run for {checked}. Where each curve ends (val mIoU, mean over seeds, at "
+            f"- Twice the schedule was run for {done}. Where each curve ends (val mIoU, mean over seeds, at "
             "the last two evaluations) is below; the one-cycle learning rate falls to 0 at the end, so a flat "
             "end is weaker evidence than twice the schedule."
         )
@@ -378,6 +433,7 @@ def learning_curves(rows: list[dict]) -> dict[str, list[dict]]:
 def run(params: Params, layout: Layout) -> dict:
     root = layout.root
     rows, conv, missing = load_rows(params, root)
+    longer = longer_rows(params, root)
     s, t = params.study, params.train
     prepared = load_prepared(training_images(root))
     train_ids = rows[0]["train_ids"]  # full, first seed: every training image
@@ -413,7 +469,7 @@ def run(params: Params, layout: Layout) -> dict:
         "dataset": params.dataset_name,
         "date": str(date.today()),
         "report_machine": machine(),
-        "machines": sorted({r["machine"] for r in rows + ([conv] if conv else [])}),
+        "machines": sorted({r["machine"] for r in rows + ([conv] if conv else []) + longer}),
         "frames": {"train": train_ids, "val": [r["id"] for r in prepared.split("val")]},
         "setup": {
             "scale": params.data.scale,
@@ -447,12 +503,14 @@ def run(params: Params, layout: Layout) -> dict:
             "train_hours": sum(r["train_seconds"] for r in rows) / 3600,
         },
         "convergence": convergence,
+        "schedule_checks": schedule_checks(rows, conv, longer),
         "curve_ends": curve_ends(rows),
         "aggregate": agg,
         "paired": paired(rows, s.targets),
         "rows": [_brief(r) for r in rows],
         "missing": missing,
         "convergence_row": conv and _brief(conv),
+        "convergence_source_rows": [_brief(r) for r in longer],
     }
     out = results_dir(root)
     write_json(out / "report.json", rep)

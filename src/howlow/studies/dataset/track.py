@@ -26,6 +26,7 @@ def run(params: Params, layout: Layout) -> dict:
     root = layout.root
     rep = read_json(results_dir(root) / "report.json")
     rows = rep["rows"] + ([rep["convergence_row"]] if rep["convergence_row"] else [])
+    rows += rep.get("convergence_source_rows", [])  # reports made before stage convergence_sources lack it
     experiment, uri = f"{params.tracking.experiment}-{study_name(root)}", tracking_uri(params)
     known = logged_study_rows(experiment, uri)
     prepared = load_prepared(training_images(root))
