@@ -207,6 +207,14 @@ def claims() -> list[tuple[str, str]]:
     rep = load(path)
     assert len(rep["frames"]["train"]) == 367 and len(rep["frames"]["val"]) == 101
     out += [(path, text) for text in study_rows(rep)]
+    out += [(path, text) for text in schedule_prose(rep)]
+    x = {c["source"]: c for c in rep["schedule_checks"]}
+    rel = x["full"]["change_pct"]
+    out.append((path, f"moves `full` from {x['full']['miou']:.3f} to {x['full']['miou_x2']:.3f} ({rel:+.1f} %,"))
+    assert abs(rel) < 2 and not x["pseudo"]["converged"] and not x["random"]["converged"]
+    before, after = (x["pseudo"][k] - x["random"][k] for k in ("miou", "miou_x2"))
+    out.append((path, f"pseudo - random {before:+.3f} at 30 epochs, {after:+.3f} at 60"))
+    out.append((path, f"reach {100 * x['pseudo']['miou_x2'] / x['full']['miou_x2']:.0f} % of\n  full labels"))
     sq = rep["sparse_quality"]  # the prose on why the clicks alone get worse from 0.95 to 0.98
     out.append((path, f"at the training scale {100 * (1 - sq['0.98']['agreement']):.0f} % of the pixels they label"))
     out.append((path, f"downscaled truth ({100 * (1 - sq['0.95']['agreement']):.0f} % at 0.95)"))
@@ -215,6 +223,10 @@ def claims() -> list[tuple[str, str]]:
     assert len(rep["frames"]["train"]) == 126 and len(rep["frames"]["val"]) == 36
     out += [(path, text) for text in study_rows(rep)]
     out += [(path, text) for text in dubai_prose(rep)]
+    out += [(path, text) for text in schedule_prose(rep)]
+    x = {c["source"]: c for c in rep["schedule_checks"]}  # "these had converged. Only the clicks alone gain more"
+    assert all(x[s]["converged"] for s in ("full", "pseudo", "random_pseudo", "random"))
+    assert not x["sparse"]["converged"]
     c = rep["convergence"]
     rel = 100 * (c["miou_x2"] / c["miou"] - 1)
     assert rel < 2
